@@ -1,0 +1,4 @@
+DROP TABLE audit_events;
+DROP TABLE outbox;
+DROP TABLE otp_challenges;
+DROP TABLE sessions;

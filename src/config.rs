@@ -1,0 +1,326 @@
+//! Settings: built-in defaults, then an optional TOML file, then `LATCHKEY_*`
+//! environment variables (the environment wins). A bad value stops start-up
+//! with one line naming the setting and what is wrong with it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Every setting: its key (the TOML key; the environment variable is
+/// `LATCHKEY_` + the key in upper case), its default as text, and what it is.
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    ("bind", "127.0.0.1:8080", "address and port to listen on"),
+    ("data_dir", "./latchkey-data", "folder for the SQLite file and .eml mail"),
+    ("database_url", "<data dir>/latchkey.sqlite3", "SQLite path or sqlite:// URL; a postgres:// URL selects PostgreSQL"),
+    ("db_pool_size", "8 (SQLite) / 16 (PostgreSQL)", "connections in the pool"),
+    ("smtp_url", "unset: mail is written to <data dir>/mail/*.eml", "smtp://, smtps:// or smtp://…?tls=none URL of the mail relay"),
+    ("mail_from", "Latchkey <no-reply@localhost>", "sender of every mail"),
+    ("issuer", "http://127.0.0.1:8080", "`iss` claim of every token"),
+    ("public_url", "http://127.0.0.1:8080", "base URL of this server as clients see it"),
+    ("log", "info", "log filter (tracing EnvFilter syntax)"),
+    ("log_format", "text", "text or json"),
+    ("max_body_bytes", "65536", "largest accepted request body"),
+    ("workers", "number of cores", "HTTP worker threads"),
+    ("argon2_memory_kib", "19456", "argon2id memory cost (OWASP: 19 MiB)"),
+    ("argon2_iterations", "2", "argon2id time cost"),
+    ("argon2_parallelism", "1", "argon2id lanes"),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Argon2Settings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub backend: Backend,
+    /// For SQLite a file path, for PostgreSQL the URL as given.
+    pub database_url: String,
+    pub db_pool_size: u32,
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub issuer: String,
+    pub public_url: String,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub max_body_bytes: usize,
+    pub workers: Option<usize>,
+    pub argon2: Argon2Settings,
+}
+
+/// One line saying which setting is wrong and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where a raw value came from, for the error message.
+struct RawValue {
+    origin: String,
+    value: String,
+}
+
+impl Settings {
+    /// Defaults, then `config_file`, then the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_sources(config_file, std::env::vars())
+    }
+
+    pub fn from_sources(
+        config_file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut raw: BTreeMap<&'static str, RawValue> = BTreeMap::new();
+        if let Some(path) = config_file {
+            read_toml(path, &mut raw)?;
+        }
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        for (key, _, _) in SETTINGS {
+            let var = env_name(key);
+            if let Some(value) = env.get(&var) {
+                raw.insert(key, RawValue { origin: var, value: value.clone() });
+            }
+        }
+        Self::from_raw(&raw)
+    }
+
+    fn from_raw(raw: &BTreeMap<&'static str, RawValue>) -> Result<Self, ConfigError> {
+        let get = |key: &str| raw.get(key);
+        let text = |key: &str, default: &str| -> Result<String, ConfigError> {
+            match get(key) {
+                Some(v) if v.value.trim().is_empty() => Err(ConfigError(format!("{}: must not be empty", v.origin))),
+                Some(v) => Ok(v.value.trim().to_owned()),
+                None => Ok(default.to_owned()),
+            }
+        };
+        let number = |key: &str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+            match get(key) {
+                None => Ok(default),
+                Some(v) => match v.value.trim().parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(n),
+                    _ => Err(ConfigError(format!(
+                        "{}: expected a whole number from {min} to {max}, got {:?}",
+                        v.origin, v.value
+                    ))),
+                },
+            }
+        };
+
+        let bind_text = text("bind", "127.0.0.1:8080")?;
+        let bind = bind_text.parse::<SocketAddr>().map_err(|_| {
+            ConfigError(format!(
+                "{}: expected an address like 127.0.0.1:8080, got {bind_text:?}",
+                origin(raw, "bind")
+            ))
+        })?;
+        let data_dir = PathBuf::from(text("data_dir", "./latchkey-data")?);
+
+        let (backend, database_url) = match get("database_url") {
+            None => (Backend::Sqlite, data_dir.join("latchkey.sqlite3").to_string_lossy().into_owned()),
+            Some(v) => parse_database_url(v.value.trim())
+                .map_err(|why| ConfigError(format!("{}: {why}", v.origin)))?,
+        };
+        let default_pool = match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        let db_pool_size = number("db_pool_size", default_pool, 1, 1000)? as u32;
+
+        let smtp_url = match get("smtp_url") {
+            None => None,
+            Some(v) if v.value.trim().is_empty() => None,
+            Some(v) => {
+                let url = v.value.trim();
+                if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                    return Err(ConfigError(format!(
+                        "{}: expected a smtp:// or smtps:// URL, got a value starting with {:?}",
+                        v.origin,
+                        url.split("://").next().unwrap_or_default()
+                    )));
+                }
+                Some(url.to_owned())
+            }
+        };
+        let mail_from = text("mail_from", "Latchkey <no-reply@localhost>")?;
+        if !mail_from.contains('@') {
+            return Err(ConfigError(format!(
+                "{}: expected a mailbox like `Name <user@host>`, got {mail_from:?}",
+                origin(raw, "mail_from")
+            )));
+        }
+        let issuer = text("issuer", "http://127.0.0.1:8080")?;
+        let public_url = text("public_url", "http://127.0.0.1:8080")?;
+        for (key, value) in [("issuer", &issuer), ("public_url", &public_url)] {
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "{}: expected an http:// or https:// URL, got {value:?}",
+                    origin(raw, key)
+                )));
+            }
+        }
+        let log = text("log", "info")?;
+        if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
+            return Err(ConfigError(format!(
+                "{}: not a valid log filter (e.g. `info` or `latchkey=debug,info`): {log:?}",
+                origin(raw, "log")
+            )));
+        }
+        let log_format = match text("log_format", "text")?.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError(format!(
+                    "{}: expected `text` or `json`, got {other:?}",
+                    origin(raw, "log_format")
+                )));
+            }
+        };
+        let max_body_bytes = number("max_body_bytes", 65_536, 1_024, 16 * 1024 * 1024)? as usize;
+        let workers = match get("workers") {
+            None => None,
+            Some(_) => Some(number("workers", 1, 1, 512)? as usize),
+        };
+        let argon2 = Argon2Settings {
+            memory_kib: number("argon2_memory_kib", 19_456, 8, 4 * 1024 * 1024)? as u32,
+            iterations: number("argon2_iterations", 2, 1, 100)? as u32,
+            parallelism: number("argon2_parallelism", 1, 1, 64)? as u32,
+        };
+
+        Ok(Self {
+            bind,
+            data_dir,
+            backend,
+            database_url,
+            db_pool_size,
+            smtp_url,
+            mail_from,
+            issuer,
+            public_url,
+            log,
+            log_format,
+            max_body_bytes,
+            workers,
+            argon2,
+        })
+    }
+
+    /// Where `.eml` files go when no SMTP relay is configured.
+    pub fn mail_dir(&self) -> PathBuf {
+        self.data_dir.join("mail")
+    }
+}
+
+pub fn env_name(key: &str) -> String {
+    format!("LATCHKEY_{}", key.to_ascii_uppercase())
+}
+
+fn origin(raw: &BTreeMap<&'static str, RawValue>, key: &str) -> String {
+    raw.get(key).map(|v| v.origin.clone()).unwrap_or_else(|| env_name(key))
+}
+
+/// The backend is chosen here, once, from the URL's scheme: diesel's own
+/// guessing would take any unreachable PostgreSQL URL for a SQLite file name.
+pub fn parse_database_url(url: &str) -> Result<(Backend, String), String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Backend::Postgres, url.to_owned()));
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err("a sqlite:// URL needs a file path".to_owned());
+        }
+        return Ok((Backend::Sqlite, path.to_owned()));
+    }
+    if url.contains("://") {
+        return Err(format!(
+            "unsupported scheme {:?}: use a file path, sqlite://PATH or postgres://…",
+            url.split("://").next().unwrap_or_default()
+        ));
+    }
+    if url == ":memory:" || url.is_empty() {
+        // Each pooled connection would get its own empty database.
+        return Err("an in-memory SQLite database cannot be shared by a pool; give a file path".to_owned());
+    }
+    Ok((Backend::Sqlite, url.to_owned()))
+}
+
+fn read_toml(path: &Path, raw: &mut BTreeMap<&'static str, RawValue>) -> Result<(), ConfigError> {
+    let name = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("--config {name}: cannot read the file: {e}")))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| ConfigError(format!("--config {name}: not valid TOML: {}", e.message())))?;
+    for (key, value) in table {
+        let Some((known, _, _)) = SETTINGS.iter().find(|(k, _, _)| *k == key) else {
+            return Err(ConfigError(format!("{key} in {name}: unknown setting")));
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => return Err(ConfigError(format!("{key} in {name}: expected a string or a number"))),
+        };
+        raw.insert(known, RawValue { origin: format!("{key} in {name}"), value });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_select_sqlite_in_the_data_dir() {
+        let s = Settings::from_sources(None, env(&[])).unwrap();
+        assert_eq!(s.backend, Backend::Sqlite);
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
+        assert!(s.database_url.ends_with("latchkey.sqlite3"));
+        assert_eq!(s.db_pool_size, 8);
+        assert!(s.smtp_url.is_none());
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("latchkey.toml");
+        std::fs::write(&file, "bind = \"127.0.0.1:9000\"\ndb_pool_size = 3\n").unwrap();
+        let s = Settings::from_sources(Some(&file), env(&[("LATCHKEY_BIND", "127.0.0.1:9001")])).unwrap();
+        assert_eq!(s.bind.port(), 9001);
+        assert_eq!(s.db_pool_size, 3);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting() {
+        let err = Settings::from_sources(None, env(&[("LATCHKEY_DB_POOL_SIZE", "many")])).unwrap_err();
+        assert!(err.0.starts_with("LATCHKEY_DB_POOL_SIZE:"), "{}", err.0);
+        let err = Settings::from_sources(None, env(&[("LATCHKEY_DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert!(err.0.starts_with("LATCHKEY_DATABASE_URL:"), "{}", err.0);
+        let err = Settings::from_sources(None, env(&[("LATCHKEY_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(err.0.contains("LATCHKEY_LOG_FORMAT"), "{}", err.0);
+    }
+
+    #[test]
+    fn postgres_url_selects_postgres() {
+        let s = Settings::from_sources(None, env(&[("LATCHKEY_DATABASE_URL", "postgres://u@h/db")])).unwrap();
+        assert_eq!(s.backend, Backend::Postgres);
+        assert_eq!(s.db_pool_size, 16);
+    }
+}

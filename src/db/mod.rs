@@ -1,0 +1,162 @@
+//! Storage: one diesel `MultiConnection` over SQLite and PostgreSQL, an r2d2
+//! pool, and the embedded migrations of both backends. Query code is written
+//! once against [`DbConnection`]; backend differences stay in this folder.
+
+pub mod applications;
+pub mod entities;
+pub mod schema;
+pub mod signing_keys;
+pub mod users;
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::config::Backend;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Opens connections of the backend chosen from the URL. diesel's own
+/// manager would let SQLite accept a bad PostgreSQL URL as a file name.
+#[derive(Debug, Clone)]
+pub struct ConnectionManager {
+    backend: Backend,
+    url: String,
+}
+
+impl ConnectionManager {
+    pub fn new(backend: Backend, url: impl Into<String>) -> Self {
+        Self { backend, url: url.into() }
+    }
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, Self::Error> {
+        match self.backend {
+            Backend::Postgres => PgConnection::establish(&self.url)
+                .map(DbConnection::Postgresql)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+            Backend::Sqlite => {
+                let mut conn =
+                    SqliteConnection::establish(&self.url).map_err(diesel::r2d2::Error::ConnectionError)?;
+                // Per connection: WAL lets readers run beside the writer;
+                // NORMAL is durable in WAL mode except for power loss.
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
+        conn.ping().map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        std::thread::panicking() || conn.is_broken()
+    }
+}
+
+pub type DbPool = Pool<ConnectionManager>;
+pub type PooledDb = PooledConnection<ConnectionManager>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbSetupError {
+    #[error("cannot open the database: {0}")]
+    Connect(String),
+    #[error("cannot create the database folder {0}: {1}")]
+    Folder(String, std::io::Error),
+    #[error("database migrations failed: {0}")]
+    Migrate(String),
+}
+
+/// The pool and the backend it serves; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: DbPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects once directly (so a bad URL or password is reported as it
+    /// is), then builds the pool.
+    pub fn connect(backend: Backend, url: &str, pool_size: u32) -> Result<Self, DbSetupError> {
+        if backend == Backend::Sqlite {
+            if let Some(parent) = Path::new(url).parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| DbSetupError::Folder(parent.display().to_string(), e))?;
+            }
+        }
+        let manager = ConnectionManager::new(backend, url);
+        manager.connect().map_err(|e| DbSetupError::Connect(e.to_string()))?;
+        let pool = Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(5))
+            .build(manager)
+            .map_err(|e| DbSetupError::Connect(e.to_string()))?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// Runs pending migrations; safe to call at every start.
+    pub fn migrate(&self) -> Result<usize, DbSetupError> {
+        let mut conn = self.pool.get().map_err(|e| DbSetupError::Connect(e.to_string()))?;
+        let applied = match &mut *conn {
+            DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            DbConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+        };
+        applied.map_err(|e| DbSetupError::Migrate(e.to_string()))
+    }
+
+    /// Runs blocking database work on the blocking thread pool, never on an
+    /// async worker.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<diesel::r2d2::PoolError> + From<tokio::task::JoinError> + Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await?
+    }
+}
+
+/// Whether a unique-constraint error names `column` (PostgreSQL reports the
+/// constraint, SQLite the `table.column` in its message).
+pub fn violates_unique(err: &diesel::result::Error, table: &str, column: &str) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = err else {
+        return false;
+    };
+    let constraint = info.constraint_name().unwrap_or_default();
+    constraint.contains(column) || info.message().contains(&format!("{table}.{column}"))
+}

@@ -1,0 +1,138 @@
+// Maintained by hand to match migrations/sqlite and migrations/postgres
+// (see diesel.toml): only types both backends share under MultiConnection.
+
+diesel::table! {
+    entities (id) {
+        id -> Text,
+        entity_number -> Text,
+        name -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    applications (id) {
+        id -> Text,
+        entity_id -> Text,
+        application_name -> Text,
+        application_type -> Text,
+        application_number -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        entity_id -> Text,
+        employee_number -> Text,
+        login_name -> Text,
+        email -> Nullable<Text>,
+        display_name -> Text,
+        preferred_language -> Text,
+        password_hash -> Nullable<Text>,
+        pin_hash -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        algorithm -> Text,
+        private_key -> Binary,
+        public_key -> Binary,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        entity_id -> Text,
+        application_id -> Nullable<Text>,
+        status -> Text,
+        passed_login_otp -> Bool,
+        password_verified_at -> Nullable<Timestamp>,
+        otp_email_verified_at -> Nullable<Timestamp>,
+        totp_verified_at -> Nullable<Timestamp>,
+        metadata -> Text,
+        user_agent_ip -> Nullable<Text>,
+        user_agent_description -> Nullable<Text>,
+        token_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        expires_at -> Timestamp,
+        verified_at -> Nullable<Timestamp>,
+        failure_code -> Nullable<Text>,
+        failure_reason -> Nullable<Text>,
+        sequence -> BigInt,
+    }
+}
+
+diesel::table! {
+    otp_challenges (id) {
+        id -> Text,
+        user_id -> Text,
+        session_id -> Nullable<Text>,
+        purpose -> Text,
+        code_hmac -> Binary,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        consumed_at -> Nullable<Timestamp>,
+        burned_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Text,
+        kind -> Text,
+        recipient -> Text,
+        subject -> Text,
+        body_text -> Nullable<Text>,
+        body_html -> Nullable<Text>,
+        message_id -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        lease_until -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        occurred_at -> Timestamp,
+        kind -> Text,
+        outcome -> Text,
+        user_id -> Nullable<Text>,
+        session_id -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        detail -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(applications -> entities (entity_id));
+diesel::joinable!(users -> entities (entity_id));
+diesel::joinable!(sessions -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    entities,
+    applications,
+    users,
+    signing_keys,
+    sessions,
+    otp_challenges,
+    outbox,
+    audit_events,
+);

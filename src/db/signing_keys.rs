@@ -1,0 +1,27 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::schema::signing_keys;
+
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = signing_keys)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub algorithm: String,
+    /// The 32-byte Ed25519 seed.
+    pub private_key: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created_at: NaiveDateTime,
+}
+
+pub fn insert(conn: &mut DbConnection, row: &SigningKeyRow) -> QueryResult<()> {
+    diesel::insert_into(signing_keys::table).values(row).execute(conn).map(drop)
+}
+
+/// Every key, newest (the current signing key) first.
+pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<SigningKeyRow>> {
+    signing_keys::table
+        .order((signing_keys::created_at.desc(), signing_keys::kid.desc()))
+        .load(conn)
+}

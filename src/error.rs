@@ -1,0 +1,355 @@
+//! One error type for the whole API, and the one place it becomes a JSON:API
+//! error document. Handlers and services pick a stable [`ErrorCode`]; the HTTP
+//! status follows from the code, here and nowhere else.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+pub const JSON_API: &str = "application/vnd.api+json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidJson,
+    ValidationFailed,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    ServiceUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid-json",
+            Self::ValidationFailed => "validation-failed",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::Conflict => "conflict",
+            Self::ServiceUnavailable => "service-unavailable",
+            Self::Internal => "internal-error",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidJson => StatusCode::BAD_REQUEST,
+            Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short summary that does not change between occurrences.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "The request body is not a JSON object",
+            Self::ValidationFailed => "A field is missing or invalid",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::PayloadTooLarge => "Request body too large",
+            Self::Unauthorized => "Authentication required",
+            Self::Forbidden => "Not allowed",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::Conflict => "Conflict",
+            Self::ServiceUnavailable => "Service unavailable",
+            Self::Internal => "Internal server error",
+        }
+    }
+
+    /// The code a framework-produced status maps to, for responses that
+    /// did not come from an [`ApiError`].
+    pub fn from_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            400 => Self::InvalidJson,
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
+            409 => Self::Conflict,
+            413 => Self::PayloadTooLarge,
+            415 => Self::UnsupportedMediaType,
+            422 => Self::ValidationFailed,
+            503 => Self::ServiceUnavailable,
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// Where in the request a problem is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A JSON pointer into the body, e.g. `/employeeNumber`.
+    Pointer(String),
+    /// A query parameter name.
+    Parameter(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub detail: String,
+    pub source: Option<Source>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    problems: Vec<Problem>,
+    retry_after_secs: Option<u64>,
+    /// Logged with the error id, never sent to the client.
+    internal: Option<String>,
+}
+
+/// The ids of the error objects in a response, for the request log line.
+#[derive(Debug, Clone)]
+pub struct ErrorIds(pub Vec<String>);
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            problems: vec![Problem { detail: detail.into(), source: None }],
+            retry_after_secs: None,
+            internal: None,
+        }
+    }
+
+    /// 422 with one error object per problem.
+    pub fn validation(problems: Vec<Problem>) -> Self {
+        Self {
+            code: ErrorCode::ValidationFailed,
+            problems,
+            retry_after_secs: None,
+            internal: None,
+        }
+    }
+
+    /// A single-field 422.
+    pub fn invalid_field(pointer: &str, detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationFailed, detail).at_pointer(pointer)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, detail)
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, detail)
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, detail)
+    }
+
+    /// A failure that is ours, not the client's: the cause goes to the log
+    /// only, the client sees a generic detail and the error id.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        Self {
+            code: ErrorCode::Internal,
+            problems: vec![Problem {
+                detail: "The server failed to process the request; the error id identifies it in the server log."
+                    .to_owned(),
+                source: None,
+            }],
+            retry_after_secs: None,
+            internal: Some(cause.to_string()),
+        }
+    }
+
+    pub fn unavailable(cause: impl fmt::Display) -> Self {
+        let mut err = Self::new(
+            ErrorCode::ServiceUnavailable,
+            "The server cannot handle the request right now; try again shortly.",
+        );
+        err.internal = Some(cause.to_string());
+        err.retry_after_secs = Some(1);
+        err
+    }
+
+    pub fn at_pointer(mut self, pointer: &str) -> Self {
+        for problem in &mut self.problems {
+            problem.source = Some(Source::Pointer(pointer.to_owned()));
+        }
+        self
+    }
+
+    pub fn at_parameter(mut self, parameter: &str) -> Self {
+        for problem in &mut self.problems {
+            problem.source = Some(Source::Parameter(parameter.to_owned()));
+        }
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_secs = Some(seconds);
+        self
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code.as_str())?;
+        if let Some(first) = self.problems.first() {
+            write!(f, ": {}", first.detail)?;
+        }
+        Ok(())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.code.status();
+        let mut ids = Vec::with_capacity(self.problems.len());
+        let errors: Vec<Value> = self
+            .problems
+            .iter()
+            .map(|problem| {
+                let id = Uuid::new_v4().to_string();
+                ids.push(id.clone());
+                let mut object = Map::new();
+                object.insert("id".into(), json!(id));
+                object.insert("status".into(), json!(status.as_u16().to_string()));
+                object.insert("code".into(), json!(self.code.as_str()));
+                object.insert("title".into(), json!(self.code.title()));
+                object.insert("detail".into(), json!(problem.detail));
+                match &problem.source {
+                    Some(Source::Pointer(p)) => {
+                        object.insert("source".into(), json!({ "pointer": p }));
+                    }
+                    Some(Source::Parameter(p)) => {
+                        object.insert("source".into(), json!({ "parameter": p }));
+                    }
+                    None => {}
+                }
+                if let Some(seconds) = self.retry_after_secs {
+                    object.insert("meta".into(), json!({ "retryAfterSeconds": seconds }));
+                }
+                Value::Object(object)
+            })
+            .collect();
+
+        if status.is_server_error() {
+            tracing::error!(
+                error_id = %ids.join(","),
+                code = self.code.as_str(),
+                cause = self.internal.as_deref().unwrap_or("-"),
+                "request failed"
+            );
+        }
+
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(JSON_API)));
+        if let Some(seconds) = self.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if self.code == ErrorCode::Unauthorized {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        let mut response = response.body(json!({ "errors": errors }).to_string());
+        response.extensions_mut().insert(ErrorIds(ids));
+        response
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(err: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match err {
+            Error::NotFound => Self::not_found("The resource does not exist."),
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                Self::conflict("A resource with the same unique values already exists.")
+            }
+            Error::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+                Self::conflict("The resource is still referenced by other resources.")
+            }
+            Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
+            | Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Self::unavailable(err),
+            Error::DatabaseError(_, ref info) if is_busy(info.message()) => Self::unavailable(err),
+            other => Self::internal(format!("database: {other}")),
+        }
+    }
+}
+
+/// SQLite's "database is locked" after the busy timeout is load, not a bug.
+fn is_busy(message: &str) -> bool {
+    message.contains("database is locked") || message.contains("database is busy")
+}
+
+impl From<diesel::r2d2::PoolError> for ApiError {
+    fn from(err: diesel::r2d2::PoolError) -> Self {
+        Self::unavailable(format!("database pool: {err}"))
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        Self::internal(format!("blocking task: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    #[actix_web::test]
+    async fn renders_a_json_api_document_with_every_problem() {
+        let err = ApiError::validation(vec![
+            Problem { detail: "missing".into(), source: Some(Source::Pointer("/a".into())) },
+            Problem { detail: "bad".into(), source: Some(Source::Pointer("/b".into())) },
+        ]);
+        let response = err.error_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(response.headers().get(header::CONTENT_TYPE).unwrap(), JSON_API);
+        let body: Value = serde_json::from_slice(&to_bytes(response.into_body()).await.unwrap()).unwrap();
+        let errors = body["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0]["status"], "422");
+        assert_eq!(errors[0]["code"], "validation-failed");
+        assert_eq!(errors[1]["source"]["pointer"], "/b");
+        assert_ne!(errors[0]["id"], errors[1]["id"]);
+    }
+
+    #[actix_web::test]
+    async fn internal_errors_hide_their_cause() {
+        let response = ApiError::internal("SELECT secret FROM users").error_response();
+        let body = to_bytes(response.into_body()).await.unwrap();
+        assert!(!String::from_utf8_lossy(&body).contains("SELECT"));
+    }
+}

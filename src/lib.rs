@@ -1,0 +1,16 @@
+//! Latchkey: an OTP-driven session authentication server.
+//!
+//! Layers read top-down: `routes` (HTTP faces) → `services` (rules, time passed
+//! in) → `db` (diesel over one `MultiConnection`). Side modules (`tokens`,
+//! `passwords`, `error`) are called by services and routes only.
+
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod passwords;
+pub mod routes;
+pub mod services;
+pub mod startup;
+pub mod telemetry;
+pub mod tokens;

@@ -1,0 +1,199 @@
+//! The admin face: entities, applications and users. Every handler takes
+//! [`Admin`] first, so a caller without the admin scope learns nothing about
+//! the body or the resource.
+
+use actix_web::{HttpResponse, web};
+
+use super::extract::{Admin, Fields, JsonObject, QueryParams};
+use super::{created, ok, paged};
+use crate::error::ApiError;
+use crate::services::applications::{self, ApplicationPatch, NewApplication};
+use crate::services::entities::{self, EntityPatch, NewEntity};
+use crate::services::users::{self, EntityRef, NewUser, UserPatch};
+use crate::services::{Core, rules};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/admin/entities")
+            .route(web::post().to(create_entity))
+            .route(web::get().to(list_entities)),
+    )
+    .service(
+        web::resource("/admin/entities/{id}")
+            .route(web::get().to(get_entity))
+            .route(web::patch().to(update_entity))
+            .route(web::delete().to(delete_entity)),
+    )
+    .service(
+        web::resource("/admin/entities/{id}/applications")
+            .route(web::post().to(create_application))
+            .route(web::get().to(list_applications)),
+    )
+    .service(
+        web::resource("/admin/applications/{id}")
+            .route(web::get().to(get_application))
+            .route(web::patch().to(update_application))
+            .route(web::delete().to(delete_application)),
+    )
+    .service(
+        web::resource("/admin/users")
+            .route(web::post().to(create_user))
+            .route(web::get().to(list_users)),
+    )
+    .service(
+        web::resource("/admin/users/{id}")
+            .route(web::get().to(get_user))
+            .route(web::patch().to(update_user))
+            .route(web::delete().to(delete_user)),
+    )
+    .service(web::resource("/admin/users/{id}/password").route(web::put().to(set_user_password)));
+}
+
+type Handler = Result<HttpResponse, ApiError>;
+
+// --- entities ---------------------------------------------------------------
+
+async fn create_entity(_: Admin, core: web::Data<Core>, body: JsonObject) -> Handler {
+    let mut fields = Fields::new(&body);
+    let input = NewEntity {
+        entity_number: fields.required_str("entityNumber", rules::entity_number),
+        name: fields.required_str("name", rules::name),
+    };
+    fields.finish()?;
+    let entity = entities::create(&core, input).await?;
+    Ok(created(format!("/admin/entities/{}", entity.id), &entity))
+}
+
+async fn list_entities(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
+    Ok(paged(entities::list(&core, query.page()?).await?))
+}
+
+async fn get_entity(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+    Ok(ok(&entities::get(&core, &id).await?))
+}
+
+async fn update_entity(_: Admin, core: web::Data<Core>, id: web::Path<String>, body: JsonObject) -> Handler {
+    let mut fields = Fields::new(&body);
+    let patch = EntityPatch {
+        entity_number: fields.patch_str("entityNumber", rules::entity_number),
+        name: fields.patch_str("name", rules::name),
+    };
+    fields.finish()?;
+    Ok(ok(&entities::update(&core, &id, patch).await?))
+}
+
+async fn delete_entity(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+    entities::delete(&core, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// --- applications -----------------------------------------------------------
+
+async fn create_application(_: Admin, core: web::Data<Core>, entity_id: web::Path<String>, body: JsonObject) -> Handler {
+    let mut fields = Fields::new(&body);
+    let input = NewApplication {
+        application_name: fields.required_str("applicationName", rules::application_name),
+        application_type: fields.required_str("applicationType", rules::application_type),
+        application_number: fields.required_str("applicationNumber", rules::application_number),
+    };
+    fields.finish()?;
+    let application = applications::create(&core, &entity_id, input).await?;
+    Ok(created(format!("/admin/applications/{}", application.id), &application))
+}
+
+async fn list_applications(_: Admin, core: web::Data<Core>, entity_id: web::Path<String>, query: QueryParams) -> Handler {
+    Ok(paged(applications::list_for_entity(&core, &entity_id, query.page()?).await?))
+}
+
+async fn get_application(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+    Ok(ok(&applications::get(&core, &id).await?))
+}
+
+async fn update_application(_: Admin, core: web::Data<Core>, id: web::Path<String>, body: JsonObject) -> Handler {
+    let mut fields = Fields::new(&body);
+    let patch = ApplicationPatch {
+        application_name: fields.patch_str("applicationName", rules::application_name),
+        application_type: fields.patch_str("applicationType", rules::application_type),
+        application_number: fields.patch_str("applicationNumber", rules::application_number),
+    };
+    fields.finish()?;
+    Ok(ok(&applications::update(&core, &id, patch).await?))
+}
+
+async fn delete_application(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+    applications::delete(&core, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// --- users ------------------------------------------------------------------
+
+async fn create_user(_: Admin, core: web::Data<Core>, body: JsonObject) -> Handler {
+    let mut fields = Fields::new(&body);
+    let entity_id = fields.optional_str("entityId", rules::uuid);
+    let entity_number = fields.optional_str("entityNumber", rules::entity_number);
+    let entity = match (entity_id, entity_number) {
+        (Some(id), None) => Some(EntityRef::Id(id.to_ascii_lowercase())),
+        (None, Some(number)) => Some(EntityRef::Number(number)),
+        (Some(_), Some(_)) => {
+            fields.reject("entityNumber", "Give entityId or entityNumber, not both.");
+            None
+        }
+        (None, None) => {
+            if !fields.has_problems_at(&["entityId", "entityNumber"]) {
+                fields.reject("entityId", "entityId or entityNumber is required.");
+            }
+            None
+        }
+    };
+    let employee_number = fields.required_str("employeeNumber", rules::employee_number);
+    let display_name = fields.required_str("displayName", rules::name);
+    let email = fields.optional_str("email", rules::email);
+    let login_name = fields.optional_str("loginName", rules::login_name);
+    if email.is_none() && login_name.is_none() && !fields.has_problems_at(&["email", "loginName"]) {
+        fields.reject("loginName", "loginName is required when the user has no email.");
+    }
+    let preferred_language = fields.optional_str("preferredLanguage", rules::preferred_language);
+    let password = fields.optional_str("password", rules::password);
+    fields.finish()?;
+    let Some(entity) = entity else {
+        return Err(ApiError::invalid_field("/entityId", "entityId or entityNumber is required."));
+    };
+    let input = NewUser { entity, employee_number, display_name, email, login_name, preferred_language, password };
+    let user = users::create(&core, input).await?;
+    Ok(created(format!("/admin/users/{}", user.id), &user))
+}
+
+async fn list_users(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
+    let entity_id = query.optional("entityId", rules::uuid)?.map(|id| id.to_ascii_lowercase());
+    Ok(paged(users::list(&core, entity_id, query.page()?).await?))
+}
+
+async fn get_user(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+    Ok(ok(&users::get(&core, &id).await?))
+}
+
+async fn update_user(_: Admin, core: web::Data<Core>, id: web::Path<String>, body: JsonObject) -> Handler {
+    let mut fields = Fields::new(&body);
+    let patch = UserPatch {
+        employee_number: fields.patch_str("employeeNumber", rules::employee_number),
+        login_name: fields.patch_str("loginName", rules::login_name),
+        email: fields.nullable_str("email", rules::email),
+        display_name: fields.patch_str("displayName", rules::name),
+        preferred_language: fields.patch_str("preferredLanguage", rules::preferred_language),
+    };
+    fields.finish()?;
+    Ok(ok(&users::update(&core, &id, patch).await?))
+}
+
+async fn set_user_password(_: Admin, core: web::Data<Core>, id: web::Path<String>, body: JsonObject) -> Handler {
+    let mut fields = Fields::new(&body);
+    let password = fields.required_str("password", rules::password);
+    fields.finish()?;
+    users::set_password(&core, &id, password).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn delete_user(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+    users::delete(&core, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,329 @@
+//! Request extractors shared by every face: a JSON object body read with a
+//! size limit, a field reader that reports every bad field at once, list
+//! paging from the query string, and bearer-token callers. Each failure is
+//! an [`ApiError`], so framework errors look like every other error.
+
+use std::collections::HashMap;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::web::{self, BytesMut};
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use futures_util::future::{LocalBoxFuture, Ready, ready};
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ErrorCode, Problem, Source};
+use crate::services::rules::Rule;
+use crate::services::{Core, Page};
+use crate::tokens::Claims;
+
+fn core(req: &HttpRequest) -> Result<web::Data<Core>, ApiError> {
+    req.app_data::<web::Data<Core>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("application state missing"))
+}
+
+/// A request body that is a JSON object.
+pub struct JsonObject(pub Map<String, Value>);
+
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn is_json_media_type(req: &HttpRequest) -> bool {
+    let Some(value) = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let media_type = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    media_type == "application/json" || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+}
+
+impl FromRequest for JsonObject {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let checks = core(req).and_then(|core| {
+            if is_json_media_type(req) {
+                Ok(core.settings.max_body_bytes)
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "Send the body as JSON with the header Content-Type: application/json.",
+                ))
+            }
+        });
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let limit = checks?;
+            let too_large = || {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("The request body is larger than the limit of {limit} bytes."),
+                )
+            };
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| match e {
+                    actix_web::error::PayloadError::Overflow => too_large(),
+                    _ => ApiError::new(ErrorCode::InvalidJson, "The request body could not be read completely."),
+                })?;
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(Value::Object(object)) => Ok(JsonObject(object)),
+                Ok(other) => Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    format!("The request body must be a JSON object, not {}.", json_type_name(&other)),
+                )),
+                Err(e) if body.is_empty() => Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    format!("The request body is empty; a JSON object is expected ({e})."),
+                )),
+                Err(e) => Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    format!("The request body is not valid JSON: {e}."),
+                )),
+            }
+        })
+    }
+}
+
+/// Reads typed fields out of a [`JsonObject`], collecting one problem per
+/// bad field. Getters return a placeholder for a bad field; [`Fields::finish`]
+/// then fails, so a placeholder is never used.
+pub struct Fields<'a> {
+    body: &'a Map<String, Value>,
+    known: Vec<&'static str>,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(body: &'a JsonObject) -> Self {
+        Self { body: &body.0, known: Vec::new(), problems: Vec::new() }
+    }
+
+    fn problem(&mut self, name: &str, detail: String) {
+        self.problems.push(Problem { detail, source: Some(Source::Pointer(format!("/{name}"))) });
+    }
+
+    /// The field's value; `None` when absent. Marks the field as known.
+    fn get(&mut self, name: &'static str) -> Option<&'a Value> {
+        self.known.push(name);
+        self.body.get(name)
+    }
+
+    fn checked_string(&mut self, name: &'static str, value: &Value, rule: Rule) -> Option<String> {
+        match value {
+            Value::String(s) => match rule(s) {
+                Ok(()) => Some(s.clone()),
+                Err(why) => {
+                    self.problem(name, format!("{name} {why}."));
+                    None
+                }
+            },
+            other => {
+                self.problem(name, format!("{name} must be a string, not {}.", json_type_name(other)));
+                None
+            }
+        }
+    }
+
+    pub fn required_str(&mut self, name: &'static str, rule: Rule) -> String {
+        match self.get(name) {
+            None | Some(Value::Null) => {
+                self.problem(name, format!("{name} is required."));
+                String::new()
+            }
+            Some(value) => self.checked_string(name, value, rule).unwrap_or_default(),
+        }
+    }
+
+    /// Absent or null reads as `None`.
+    pub fn optional_str(&mut self, name: &'static str, rule: Rule) -> Option<String> {
+        match self.get(name) {
+            None | Some(Value::Null) => None,
+            Some(value) => self.checked_string(name, value, rule),
+        }
+    }
+
+    /// For PATCH: absent → `None` (leave alone), null → `Some(None)` (clear).
+    pub fn nullable_str(&mut self, name: &'static str, rule: Rule) -> Option<Option<String>> {
+        match self.get(name) {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(value) => self.checked_string(name, value, rule).map(Some),
+        }
+    }
+
+    /// For PATCH: absent → `None`; null is refused for a field that cannot be cleared.
+    pub fn patch_str(&mut self, name: &'static str, rule: Rule) -> Option<String> {
+        match self.get(name) {
+            None => None,
+            Some(Value::Null) => {
+                self.problem(name, format!("{name} cannot be cleared."));
+                None
+            }
+            Some(value) => self.checked_string(name, value, rule),
+        }
+    }
+
+    pub fn required_bool(&mut self, name: &'static str) -> bool {
+        match self.get(name) {
+            None | Some(Value::Null) => {
+                self.problem(name, format!("{name} is required."));
+                false
+            }
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.problem(name, format!("{name} must be true or false, not {}.", json_type_name(other)));
+                false
+            }
+        }
+    }
+
+    /// Adds a problem the caller found (a rule across fields).
+    pub fn reject(&mut self, name: &'static str, detail: impl Into<String>) {
+        self.problem(name, detail.into());
+    }
+
+    /// Whether any of `names` already has a problem (to avoid reporting
+    /// "required" beside "malformed" for the same field).
+    pub fn has_problems_at(&self, names: &[&str]) -> bool {
+        self.problems.iter().any(|p| match &p.source {
+            Some(Source::Pointer(pointer)) => names.iter().any(|n| pointer.strip_prefix('/') == Some(*n)),
+            _ => false,
+        })
+    }
+
+    /// Fails with every problem found, including unknown fields (a typo in
+    /// a field name must not be silently ignored).
+    pub fn finish(mut self) -> Result<(), ApiError> {
+        let unknown: Vec<String> = self.body.keys().filter(|k| !self.known.contains(&k.as_str())).cloned().collect();
+        for name in unknown {
+            let allowed = self.known.join(", ");
+            self.problem(&name, format!("{name} is not a field of this request (allowed: {allowed})."));
+        }
+        if self.problems.is_empty() { Ok(()) } else { Err(ApiError::validation(self.problems)) }
+    }
+}
+
+/// The query string as name → value (the last value wins).
+pub struct QueryParams(HashMap<String, String>);
+
+pub const DEFAULT_PAGE_LIMIT: i64 = 50;
+pub const MAX_PAGE_LIMIT: i64 = 200;
+
+impl QueryParams {
+    fn number(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, Problem> {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(Problem {
+                    detail: format!("{name} must be a whole number from {min} to {max}, got {raw:?}."),
+                    source: Some(Source::Parameter(name.to_owned())),
+                }),
+            },
+        }
+    }
+
+    /// `?limit=` (default 50, at most 200) and `?offset=`.
+    pub fn page(&self) -> Result<Page, ApiError> {
+        let limit = self.number("limit", DEFAULT_PAGE_LIMIT, 1, MAX_PAGE_LIMIT);
+        let offset = self.number("offset", 0, 0, i64::MAX / 2);
+        match (limit, offset) {
+            (Ok(limit), Ok(offset)) => Ok(Page { limit, offset }),
+            (limit, offset) => Err(ApiError::validation(
+                [limit.err(), offset.err()].into_iter().flatten().collect(),
+            )),
+        }
+    }
+
+    /// An optional filter that must pass `rule`.
+    pub fn optional(&self, name: &str, rule: Rule) -> Result<Option<String>, ApiError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(value) => match rule(value) {
+                Ok(()) => Ok(Some(value.clone())),
+                Err(why) => Err(ApiError::new(ErrorCode::ValidationFailed, format!("{name} {why}.")).at_parameter(name)),
+            },
+        }
+    }
+}
+
+impl FromRequest for QueryParams {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+                .map(|pairs| QueryParams(pairs.into_inner().into_iter().collect()))
+                .map_err(|_| ApiError::new(ErrorCode::ValidationFailed, "The query string is malformed.")),
+        )
+    }
+}
+
+/// A caller with a valid bearer token.
+pub struct Bearer(pub Claims);
+
+/// A caller whose token has the `admin` scope.
+pub struct Admin(pub Claims);
+
+fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("This route needs a bearer token in the Authorization header."))?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("The Authorization header is not readable text."))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(token.trim().to_owned())
+        }
+        _ => Err(ApiError::unauthorized("The Authorization header must be `Bearer <token>`.")),
+    }
+}
+
+impl FromRequest for Bearer {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let found = core(req).and_then(|core| Ok((core, bearer_token(req)?)));
+        Box::pin(async move {
+            let (core, token) = found?;
+            Ok(Bearer(core.tokens.verify(&token).await?))
+        })
+    }
+}
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bearer = Bearer::from_request(req, payload);
+        Box::pin(async move {
+            let Bearer(claims) = bearer.await?;
+            if claims.is_admin() {
+                Ok(Admin(claims))
+            } else {
+                Err(ApiError::forbidden("This route needs a token with the admin scope."))
+            }
+        })
+    }
+}

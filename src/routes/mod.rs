@@ -1,0 +1,40 @@
+//! HTTP faces. Handlers are thin: extract, call a service, shape the
+//! response. Every route is registered here, in one place.
+
+pub mod admin;
+pub mod extract;
+pub mod ops;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::services::Paged;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    ops::configure(cfg);
+    admin::configure(cfg);
+}
+
+/// The app's default service: no route matched.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!("There is no route for {} {}.", req.method(), req.path())))
+}
+
+pub fn ok<T: Serialize>(body: &T) -> HttpResponse {
+    HttpResponse::Ok().json(body)
+}
+
+pub fn created<T: Serialize>(location: String, body: &T) -> HttpResponse {
+    HttpResponse::Created().insert_header((header::LOCATION, location)).json(body)
+}
+
+/// `{"data":[…],"meta":{"total","limit","offset"}}`
+pub fn paged<T: Serialize>(page: Paged<T>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "data": page.items,
+        "meta": { "total": page.total, "limit": page.page.limit, "offset": page.page.offset },
+    }))
+}

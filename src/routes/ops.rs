@@ -1,0 +1,50 @@
+//! Operations: liveness, readiness, metrics and the published signing keys.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use diesel::connection::SimpleConnection;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::services::Core;
+use crate::telemetry;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/healthz").get(healthz))
+        .service(web::resource("/readyz").get(readyz))
+        .service(web::resource("/metrics").get(metrics))
+        .service(web::resource("/.well-known/jwks.json").get(jwks));
+}
+
+/// The process is up and serving HTTP.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// The database answers within two seconds.
+async fn readyz(core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
+    let pool = core.db.pool().clone();
+    let probe = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let mut conn = pool.get_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        conn.batch_execute("SELECT 1").map_err(|e| e.to_string())
+    });
+    match tokio::time::timeout(Duration::from_secs(3), probe).await {
+        Ok(Ok(Ok(()))) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
+        Ok(Ok(Err(cause))) => Err(ApiError::unavailable(format!("readiness: {cause}"))),
+        Ok(Err(join)) => Err(ApiError::unavailable(format!("readiness: {join}"))),
+        Err(_) => Err(ApiError::unavailable("readiness: the database did not answer in time")),
+    }
+}
+
+async fn metrics(core: web::Data<Core>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(telemetry::render_metrics(core.db.pool().state()))
+}
+
+async fn jwks(core: web::Data<Core>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, max-age=60"))
+        .json(core.tokens.jwks())
+}

@@ -1,0 +1,70 @@
+//! The rules of Latchkey, shared by every API face. Services take time from
+//! the injected [`Clock`], run database work through [`Db::run`] and hashing
+//! on the blocking pool, and know nothing of HTTP.
+
+pub mod applications;
+pub mod entities;
+pub mod rules;
+pub mod users;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::passwords::PasswordHasher;
+use crate::tokens::TokenService;
+
+/// Everything a service needs, built once at start-up.
+pub struct Core {
+    pub settings: Settings,
+    pub db: Db,
+    pub clock: Arc<dyn Clock>,
+    pub hasher: PasswordHasher,
+    pub tokens: TokenService,
+}
+
+impl Core {
+    pub fn now(&self) -> NaiveDateTime {
+        self.clock.now().naive_utc()
+    }
+
+    /// Runs CPU-heavy work (argon2) off the async workers.
+    pub async fn blocking<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        Ok(tokio::task::spawn_blocking(work).await?)
+    }
+}
+
+/// A page of a list and the total number of matching rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+    pub page: Page,
+}
+
+/// Ids arrive as path segments; anything that is not a uuid names no
+/// resource, so it is a 404 like any other unknown id.
+pub fn parse_id(raw: &str, what: &str) -> Result<String, ApiError> {
+    Uuid::parse_str(raw)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| ApiError::not_found(format!("There is no {what} with id {raw:?}.")))
+}
+
+pub fn to_utc(t: NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc()
+}

@@ -1,0 +1,146 @@
+//! Field rules, taken from the seed documents (regexes in comments). Each
+//! returns a sentence for the client when the value breaks the rule.
+
+pub type Rule = fn(&str) -> Result<(), String>;
+
+fn all_chars(value: &str, min: usize, max: usize, ok: impl Fn(char) -> bool) -> bool {
+    let count = value.chars().count();
+    (min..=max).contains(&count) && value.chars().all(ok)
+}
+
+/// `^[0-9]{4}$`
+pub fn entity_number(value: &str) -> Result<(), String> {
+    if all_chars(value, 4, 4, |c| c.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err("must be exactly 4 digits (e.g. \"1000\")".into())
+    }
+}
+
+/// `^[0-9]{5}$`
+pub fn employee_number(value: &str) -> Result<(), String> {
+    if all_chars(value, 5, 5, |c| c.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err("must be exactly 5 digits (e.g. \"10000\")".into())
+    }
+}
+
+/// `^[A-Za-z0-9 .,'_-]{1,120}$`
+pub fn application_name(value: &str) -> Result<(), String> {
+    if all_chars(value, 1, 120, |c| c.is_ascii_alphanumeric() || " .,'_-".contains(c)) {
+        Ok(())
+    } else {
+        Err("must be 1 to 120 characters of letters, digits, space and . , ' _ -".into())
+    }
+}
+
+/// `^(mobile|desktop|web)$`
+pub fn application_type(value: &str) -> Result<(), String> {
+    match value {
+        "mobile" | "desktop" | "web" => Ok(()),
+        _ => Err("must be one of mobile, desktop, web".into()),
+    }
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`
+pub fn application_number(value: &str) -> Result<(), String> {
+    let first_ok = value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if first_ok && all_chars(value, 1, 128, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        Ok(())
+    } else {
+        Err("must be 1 to 128 letters, digits, _ or -, starting with a letter or digit".into())
+    }
+}
+
+/// A human name: 1 to 200 characters, not blank, no control characters.
+pub fn name(value: &str) -> Result<(), String> {
+    if !value.trim().is_empty() && all_chars(value, 1, 200, |c| !c.is_control()) {
+        Ok(())
+    } else {
+        Err("must be 1 to 200 characters, not blank, without control characters".into())
+    }
+}
+
+/// 1 to 254 characters without spaces or control characters.
+pub fn login_name(value: &str) -> Result<(), String> {
+    if all_chars(value, 1, 254, |c| !c.is_whitespace() && !c.is_control()) {
+        Ok(())
+    } else {
+        Err("must be 1 to 254 characters without spaces".into())
+    }
+}
+
+/// A plain mailbox `local@domain.tld`; deliverability is the mail relay's business.
+pub fn email(value: &str) -> Result<(), String> {
+    let well_formed = value.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.contains('@')
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+    });
+    if well_formed && all_chars(value, 3, 254, |c| !c.is_whitespace() && !c.is_control() && c != '<' && c != '>') {
+        Ok(())
+    } else {
+        Err("must be an email address like name@example.com".into())
+    }
+}
+
+/// `en` or `de`.
+pub fn preferred_language(value: &str) -> Result<(), String> {
+    match value {
+        "en" | "de" => Ok(()),
+        _ => Err("must be one of en, de".into()),
+    }
+}
+
+/// 8 to 128 characters.
+pub fn password(value: &str) -> Result<(), String> {
+    let count = value.chars().count();
+    if (8..=128).contains(&count) {
+        Ok(())
+    } else {
+        Err("must be 8 to 128 characters long".into())
+    }
+}
+
+/// `^[0-9a-fA-F]{8}-…-[0-9a-fA-F]{12}$`
+pub fn uuid(value: &str) -> Result<(), String> {
+    let groups: Vec<&str> = value.split('-').collect();
+    let lengths_ok = groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()));
+    if lengths_ok {
+        Ok(())
+    } else {
+        Err("must be a uuid like 4dc84733-ce2a-461b-8017-4e77b3f99a66".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_patterns() {
+        assert!(entity_number("1000").is_ok());
+        assert!(entity_number("100").is_err());
+        assert!(entity_number("１０００").is_err());
+        assert!(employee_number("10000").is_ok());
+        assert!(employee_number("1000a").is_err());
+        assert!(application_name("value_00").is_ok());
+        assert!(application_name("My App, v2.0 - 'beta'").is_ok());
+        assert!(application_name("").is_err());
+        assert!(application_name(&"a".repeat(121)).is_err());
+        assert!(application_name("app!").is_err());
+        assert!(application_number("A-1_b").is_ok());
+        assert!(application_number("-A").is_err());
+        assert!(email("a@b.co").is_ok());
+        assert!(email("a@b").is_err());
+        assert!(email("a b@c.de").is_err());
+        assert!(uuid("4dc84733-ce2a-461b-8017-4e77b3f99a66").is_ok());
+        assert!(uuid("4dc84733ce2a461b80174e77b3f99a66").is_err());
+        assert!(password("1234567").is_err());
+        assert!(password("12345678").is_ok());
+    }
+}

@@ -1,0 +1,205 @@
+//! Users: people who log in. Password hashes never leave this module.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Core, Page, Paged, parse_id, to_utc};
+use crate::db::users::{self as rows, UserChanges, UserRow};
+use crate::db::{entities, violates_unique};
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub entity_id: String,
+    pub employee_number: String,
+    pub login_name: String,
+    pub email: Option<String>,
+    pub display_name: String,
+    pub preferred_language: String,
+    pub has_password: bool,
+    pub has_pin: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: row.id,
+            entity_id: row.entity_id,
+            employee_number: row.employee_number,
+            login_name: row.login_name,
+            email: row.email,
+            display_name: row.display_name,
+            preferred_language: row.preferred_language,
+            has_password: row.password_hash.is_some(),
+            has_pin: row.pin_hash.is_some(),
+            created_at: to_utc(row.created_at),
+            updated_at: to_utc(row.updated_at),
+        }
+    }
+}
+
+/// How a request names the user's entity.
+#[derive(Debug, Clone)]
+pub enum EntityRef {
+    Id(String),
+    Number(String),
+}
+
+#[derive(Debug)]
+pub struct NewUser {
+    pub entity: EntityRef,
+    pub employee_number: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    /// Defaults to the email; the face makes sure one of them is there.
+    pub login_name: Option<String>,
+    pub preferred_language: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct UserPatch {
+    pub employee_number: Option<String>,
+    pub login_name: Option<String>,
+    pub email: Option<Option<String>>,
+    pub display_name: Option<String>,
+    pub preferred_language: Option<String>,
+}
+
+/// Login names are matched case-insensitively, so they are stored folded.
+pub fn normalize_login_name(login_name: &str) -> String {
+    login_name.trim().to_lowercase()
+}
+
+fn map_write_error(err: diesel::result::Error) -> ApiError {
+    if violates_unique(&err, "users", "login_name") {
+        return ApiError::conflict("Another user already has this login name.").at_pointer("/loginName");
+    }
+    if violates_unique(&err, "users", "employee_number") {
+        return ApiError::conflict("The entity already has a user with this employee number.")
+            .at_pointer("/employeeNumber");
+    }
+    err.into()
+}
+
+fn no_user(id: &str) -> ApiError {
+    ApiError::not_found(format!("There is no user with id {id:?}."))
+}
+
+pub async fn create(core: &Core, input: NewUser) -> Result<User, ApiError> {
+    let password_hash = match input.password {
+        Some(password) => {
+            let hasher = core.hasher.clone();
+            Some(core.blocking(move || hasher.hash(&password)).await?.map_err(ApiError::internal)?)
+        }
+        None => None,
+    };
+    let login_name = input
+        .login_name
+        .or_else(|| input.email.clone())
+        .map(|name| normalize_login_name(&name))
+        .ok_or_else(|| ApiError::invalid_field("/loginName", "is required when the user has no email"))?;
+    let now = core.now();
+    let entity = input.entity;
+    let mut row = UserRow {
+        id: Uuid::new_v4().to_string(),
+        entity_id: String::new(),
+        employee_number: input.employee_number,
+        login_name,
+        email: input.email,
+        display_name: input.display_name,
+        preferred_language: input.preferred_language.unwrap_or_else(|| "en".to_owned()),
+        password_hash,
+        pin_hash: None,
+        created_at: now,
+        updated_at: now,
+    };
+    core.db
+        .run(move |conn| {
+            let found = match &entity {
+                EntityRef::Id(id) => entities::find(conn, id)?,
+                EntityRef::Number(number) => entities::find_by_number(conn, number)?,
+            };
+            row.entity_id = match (found, &entity) {
+                (Some(entity), _) => entity.id,
+                (None, EntityRef::Id(_)) => {
+                    return Err(ApiError::invalid_field("/entityId", "names no existing entity"));
+                }
+                (None, EntityRef::Number(_)) => {
+                    return Err(ApiError::invalid_field("/entityNumber", "names no existing entity"));
+                }
+            };
+            rows::insert(conn, &row).map_err(map_write_error)?;
+            Ok(row.into())
+        })
+        .await
+}
+
+pub async fn get(core: &Core, raw_id: &str) -> Result<User, ApiError> {
+    let id = parse_id(raw_id, "user")?;
+    core.db
+        .run(move |conn| rows::find(conn, &id)?.map(User::from).ok_or_else(|| no_user(&id)))
+        .await
+}
+
+pub async fn list(core: &Core, entity_id: Option<String>, page: Page) -> Result<Paged<User>, ApiError> {
+    core.db
+        .run(move |conn| {
+            let (items, total) = rows::list(conn, entity_id.as_deref(), page.limit, page.offset)?;
+            Ok(Paged { items: items.into_iter().map(User::from).collect(), total, page })
+        })
+        .await
+}
+
+pub async fn update(core: &Core, raw_id: &str, patch: UserPatch) -> Result<User, ApiError> {
+    let id = parse_id(raw_id, "user")?;
+    let changes = UserChanges {
+        employee_number: patch.employee_number,
+        login_name: patch.login_name.map(|name| normalize_login_name(&name)),
+        email: patch.email,
+        display_name: patch.display_name,
+        preferred_language: patch.preferred_language,
+        password_hash: None,
+        updated_at: Some(core.now()),
+    };
+    core.db
+        .run(move |conn| {
+            if rows::update(conn, &id, &changes).map_err(map_write_error)? == 0 {
+                return Err(no_user(&id));
+            }
+            rows::find(conn, &id)?.map(User::from).ok_or_else(|| no_user(&id))
+        })
+        .await
+}
+
+pub async fn set_password(core: &Core, raw_id: &str, password: String) -> Result<(), ApiError> {
+    let id = parse_id(raw_id, "user")?;
+    let hasher = core.hasher.clone();
+    let hash = core.blocking(move || hasher.hash(&password)).await?.map_err(ApiError::internal)?;
+    let changes = UserChanges {
+        password_hash: Some(Some(hash)),
+        updated_at: Some(core.now()),
+        ..UserChanges::default()
+    };
+    core.db
+        .run(move |conn| match rows::update(conn, &id, &changes)? {
+            0 => Err(no_user(&id)),
+            _ => Ok(()),
+        })
+        .await
+}
+
+pub async fn delete(core: &Core, raw_id: &str) -> Result<(), ApiError> {
+    let id = parse_id(raw_id, "user")?;
+    core.db
+        .run(move |conn| match rows::delete(conn, &id)? {
+            0 => Err(no_user(&id)),
+            _ => Ok(()),
+        })
+        .await
+}

@@ -1,0 +1,136 @@
+//! Builds the application: database, migrations, signing keys, services and
+//! the HTTP server bound to its port (port 0 picks a free one, for tests).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::db::{Db, DbSetupError};
+use crate::passwords::PasswordHasher;
+use crate::routes;
+use crate::services::Core;
+use crate::telemetry;
+use crate::tokens::{self, TokenService};
+
+/// What the application takes from outside besides its settings, so tests
+/// can control it.
+#[derive(Clone)]
+pub struct Dependencies {
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Dependencies {
+    fn default() -> Self {
+        Self { clock: Arc::new(SystemClock) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] DbSetupError),
+    #[error("cannot prepare the signing keys: {0}")]
+    Keys(String),
+    #[error("LATCHKEY_ARGON2_*: {0}")]
+    Hasher(String),
+    #[error("LATCHKEY_BIND: cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// Connects, migrates and loads keys: everything but the HTTP server.
+pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, StartupError> {
+    let (backend, url, pool_size) = (settings.backend, settings.database_url.clone(), settings.db_pool_size);
+    let clock = deps.clock;
+    let key_clock = clock.clone();
+    let db = tokio::task::spawn_blocking(move || -> Result<Db, StartupError> {
+        let db = Db::connect(backend, &url, pool_size)?;
+        db.migrate()?;
+        let mut conn = db.pool().get().map_err(|e| StartupError::Keys(e.to_string()))?;
+        tokens::ensure_signing_key(&mut conn, key_clock.as_ref()).map_err(|e| StartupError::Keys(e.to_string()))?;
+        Ok(db)
+    })
+    .await
+    .map_err(|e| StartupError::Keys(e.to_string()))??;
+
+    let hasher = PasswordHasher::new(&settings.argon2).map_err(|e| StartupError::Hasher(e.to_string()))?;
+    let tokens = TokenService::load(db.clone(), settings.issuer.clone(), clock.clone())
+        .await
+        .map_err(|e| StartupError::Keys(e.to_string()))?;
+    Ok(Core { settings, db, clock, hasher, tokens })
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    core: web::Data<Core>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, deps: Dependencies) -> Result<Self, StartupError> {
+        telemetry::init_metrics();
+        let listener = TcpListener::bind(settings.bind).map_err(|source| StartupError::Bind {
+            addr: settings.bind.to_string(),
+            source,
+        })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let workers = settings.workers;
+        let core = web::Data::new(build_core(settings, deps).await?);
+
+        let app_core = core.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_core.clone())
+                .wrap(from_fn(telemetry::observe))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .shutdown_timeout(10);
+        if let Some(workers) = workers {
+            server = server.workers(workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Bind { addr: format!("port {port}"), source })?
+            .run();
+
+        spawn_key_refresh(core.clone());
+        Ok(Self { port, server, core })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn core(&self) -> web::Data<Core> {
+        self.core.clone()
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM (graceful: in-flight requests finish).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Picks up keys added by `latchkey rotate-key` or another instance.
+fn spawn_key_refresh(core: web::Data<Core>) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(60));
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            if let Err(err) = core.tokens.reload().await {
+                tracing::warn!(error = %err, "reloading signing keys failed");
+            }
+        }
+    });
+}
