@@ -10,18 +10,50 @@ use std::path::{Path, PathBuf};
 /// `LATCHKEY_` + the key in upper case), its default as text, and what it is.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("bind", "127.0.0.1:8080", "address and port to listen on"),
-    ("data_dir", "./latchkey-data", "folder for the SQLite file and .eml mail"),
-    ("database_url", "<data dir>/latchkey.sqlite3", "SQLite path or sqlite:// URL; a postgres:// URL selects PostgreSQL"),
-    ("db_pool_size", "8 (SQLite) / 16 (PostgreSQL)", "connections in the pool"),
-    ("smtp_url", "unset: mail is written to <data dir>/mail/*.eml", "smtp://, smtps:// or smtp://…?tls=none URL of the mail relay"),
-    ("mail_from", "Latchkey <no-reply@localhost>", "sender of every mail"),
-    ("issuer", "http://127.0.0.1:8080", "`iss` claim of every token"),
-    ("public_url", "http://127.0.0.1:8080", "base URL of this server as clients see it"),
+    (
+        "data_dir",
+        "./latchkey-data",
+        "folder for the SQLite file and .eml mail",
+    ),
+    (
+        "database_url",
+        "<data dir>/latchkey.sqlite3",
+        "SQLite path or sqlite:// URL; a postgres:// URL selects PostgreSQL",
+    ),
+    (
+        "db_pool_size",
+        "8 (SQLite) / 16 (PostgreSQL)",
+        "connections in the pool",
+    ),
+    (
+        "smtp_url",
+        "unset: mail is written to <data dir>/mail/*.eml",
+        "smtp://, smtps:// or smtp://…?tls=none URL of the mail relay",
+    ),
+    (
+        "mail_from",
+        "Latchkey <no-reply@localhost>",
+        "sender of every mail",
+    ),
+    (
+        "issuer",
+        "http://127.0.0.1:8080",
+        "`iss` claim of every token",
+    ),
+    (
+        "public_url",
+        "http://127.0.0.1:8080",
+        "base URL of this server as clients see it",
+    ),
     ("log", "info", "log filter (tracing EnvFilter syntax)"),
     ("log_format", "text", "text or json"),
     ("max_body_bytes", "65536", "largest accepted request body"),
     ("workers", "number of cores", "HTTP worker threads"),
-    ("argon2_memory_kib", "19456", "argon2id memory cost (OWASP: 19 MiB)"),
+    (
+        "argon2_memory_kib",
+        "19456",
+        "argon2id memory cost (OWASP: 19 MiB)",
+    ),
     ("argon2_iterations", "2", "argon2id time cost"),
     ("argon2_parallelism", "1", "argon2id lanes"),
 ];
@@ -93,7 +125,13 @@ impl Settings {
         for (key, _, _) in SETTINGS {
             let var = env_name(key);
             if let Some(value) = env.get(&var) {
-                raw.insert(key, RawValue { origin: var, value: value.clone() });
+                raw.insert(
+                    key,
+                    RawValue {
+                        origin: var,
+                        value: value.clone(),
+                    },
+                );
             }
         }
         Self::from_raw(&raw)
@@ -103,7 +141,9 @@ impl Settings {
         let get = |key: &str| raw.get(key);
         let text = |key: &str, default: &str| -> Result<String, ConfigError> {
             match get(key) {
-                Some(v) if v.value.trim().is_empty() => Err(ConfigError(format!("{}: must not be empty", v.origin))),
+                Some(v) if v.value.trim().is_empty() => {
+                    Err(ConfigError(format!("{}: must not be empty", v.origin)))
+                }
                 Some(v) => Ok(v.value.trim().to_owned()),
                 None => Ok(default.to_owned()),
             }
@@ -131,7 +171,13 @@ impl Settings {
         let data_dir = PathBuf::from(text("data_dir", "./latchkey-data")?);
 
         let (backend, database_url) = match get("database_url") {
-            None => (Backend::Sqlite, data_dir.join("latchkey.sqlite3").to_string_lossy().into_owned()),
+            None => (
+                Backend::Sqlite,
+                data_dir
+                    .join("latchkey.sqlite3")
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
             Some(v) => parse_database_url(v.value.trim())
                 .map_err(|why| ConfigError(format!("{}: {why}", v.origin)))?,
         };
@@ -230,7 +276,9 @@ pub fn env_name(key: &str) -> String {
 }
 
 fn origin(raw: &BTreeMap<&'static str, RawValue>, key: &str) -> String {
-    raw.get(key).map(|v| v.origin.clone()).unwrap_or_else(|| env_name(key))
+    raw.get(key)
+        .map(|v| v.origin.clone())
+        .unwrap_or_else(|| env_name(key))
 }
 
 /// The backend is chosen here, once, from the URL's scheme: diesel's own
@@ -253,7 +301,9 @@ pub fn parse_database_url(url: &str) -> Result<(Backend, String), String> {
     }
     if url == ":memory:" || url.is_empty() {
         // Each pooled connection would get its own empty database.
-        return Err("an in-memory SQLite database cannot be shared by a pool; give a file path".to_owned());
+        return Err(
+            "an in-memory SQLite database cannot be shared by a pool; give a file path".to_owned(),
+        );
     }
     Ok((Backend::Sqlite, url.to_owned()))
 }
@@ -262,8 +312,8 @@ fn read_toml(path: &Path, raw: &mut BTreeMap<&'static str, RawValue>) -> Result<
     let name = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("--config {name}: cannot read the file: {e}")))?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| ConfigError(format!("--config {name}: not valid TOML: {}", e.message())))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| ConfigError(format!("--config {name}: not valid TOML: {}", e.message())))?;
     for (key, value) in table {
         let Some((known, _, _)) = SETTINGS.iter().find(|(k, _, _)| *k == key) else {
             return Err(ConfigError(format!("{key} in {name}: unknown setting")));
@@ -272,9 +322,19 @@ fn read_toml(path: &Path, raw: &mut BTreeMap<&'static str, RawValue>) -> Result<
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
-            _ => return Err(ConfigError(format!("{key} in {name}: expected a string or a number"))),
+            _ => {
+                return Err(ConfigError(format!(
+                    "{key} in {name}: expected a string or a number"
+                )));
+            }
         };
-        raw.insert(known, RawValue { origin: format!("{key} in {name}"), value });
+        raw.insert(
+            known,
+            RawValue {
+                origin: format!("{key} in {name}"),
+                value,
+            },
+        );
     }
     Ok(())
 }
@@ -284,7 +344,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -302,16 +365,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("latchkey.toml");
         std::fs::write(&file, "bind = \"127.0.0.1:9000\"\ndb_pool_size = 3\n").unwrap();
-        let s = Settings::from_sources(Some(&file), env(&[("LATCHKEY_BIND", "127.0.0.1:9001")])).unwrap();
+        let s = Settings::from_sources(Some(&file), env(&[("LATCHKEY_BIND", "127.0.0.1:9001")]))
+            .unwrap();
         assert_eq!(s.bind.port(), 9001);
         assert_eq!(s.db_pool_size, 3);
     }
 
     #[test]
     fn a_bad_value_names_the_setting() {
-        let err = Settings::from_sources(None, env(&[("LATCHKEY_DB_POOL_SIZE", "many")])).unwrap_err();
+        let err =
+            Settings::from_sources(None, env(&[("LATCHKEY_DB_POOL_SIZE", "many")])).unwrap_err();
         assert!(err.0.starts_with("LATCHKEY_DB_POOL_SIZE:"), "{}", err.0);
-        let err = Settings::from_sources(None, env(&[("LATCHKEY_DATABASE_URL", "mysql://x")])).unwrap_err();
+        let err = Settings::from_sources(None, env(&[("LATCHKEY_DATABASE_URL", "mysql://x")]))
+            .unwrap_err();
         assert!(err.0.starts_with("LATCHKEY_DATABASE_URL:"), "{}", err.0);
         let err = Settings::from_sources(None, env(&[("LATCHKEY_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.0.contains("LATCHKEY_LOG_FORMAT"), "{}", err.0);
@@ -319,7 +385,9 @@ mod tests {
 
     #[test]
     fn postgres_url_selects_postgres() {
-        let s = Settings::from_sources(None, env(&[("LATCHKEY_DATABASE_URL", "postgres://u@h/db")])).unwrap();
+        let s =
+            Settings::from_sources(None, env(&[("LATCHKEY_DATABASE_URL", "postgres://u@h/db")]))
+                .unwrap();
         assert_eq!(s.backend, Backend::Postgres);
         assert_eq!(s.db_pool_size, 16);
     }

@@ -128,7 +128,10 @@ impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
             code,
-            problems: vec![Problem { detail: detail.into(), source: None }],
+            problems: vec![Problem {
+                detail: detail.into(),
+                source: None,
+            }],
             retry_after_secs: None,
             internal: None,
         }
@@ -299,7 +302,9 @@ impl From<diesel::result::Error> for ApiError {
                 Self::conflict("The resource is still referenced by other resources.")
             }
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
-            | Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Self::unavailable(err),
+            | Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                Self::unavailable(err)
+            }
             Error::DatabaseError(_, ref info) if is_busy(info.message()) => Self::unavailable(err),
             other => Self::internal(format!("database: {other}")),
         }
@@ -331,13 +336,23 @@ mod tests {
     #[actix_web::test]
     async fn renders_a_json_api_document_with_every_problem() {
         let err = ApiError::validation(vec![
-            Problem { detail: "missing".into(), source: Some(Source::Pointer("/a".into())) },
-            Problem { detail: "bad".into(), source: Some(Source::Pointer("/b".into())) },
+            Problem {
+                detail: "missing".into(),
+                source: Some(Source::Pointer("/a".into())),
+            },
+            Problem {
+                detail: "bad".into(),
+                source: Some(Source::Pointer("/b".into())),
+            },
         ]);
         let response = err.error_response();
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(response.headers().get(header::CONTENT_TYPE).unwrap(), JSON_API);
-        let body: Value = serde_json::from_slice(&to_bytes(response.into_body()).await.unwrap()).unwrap();
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            JSON_API
+        );
+        let body: Value =
+            serde_json::from_slice(&to_bytes(response.into_body()).await.unwrap()).unwrap();
         let errors = body["errors"].as_array().unwrap();
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[0]["status"], "422");

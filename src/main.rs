@@ -62,46 +62,59 @@ fn main() -> ExitCode {
     // their result (admin-token prints the token alone).
     telemetry::init_tracing(&settings, !matches!(command, Command::Serve));
 
-    let runtime = match actix_web::rt::System::new().block_on(async { run(command, settings).await }) {
+    match actix_web::rt::System::new().block_on(async { run(command, settings).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("latchkey: {err}");
             ExitCode::FAILURE
         }
-    };
-    runtime
+    }
 }
 
 async fn run(command: Command, settings: Settings) -> Result<(), String> {
     match command {
         Command::Serve => {
             let bind = settings.bind;
-            let app = Application::build(settings, Dependencies::default()).await.map_err(|e| e.to_string())?;
+            let app = Application::build(settings, Dependencies::default())
+                .await
+                .map_err(|e| e.to_string())?;
             tracing::info!(address = %bind, port = app.port(), "latchkey is listening");
             app.run_until_stopped().await.map_err(|e| e.to_string())
         }
         Command::Migrate => {
-            let db = Db::connect(settings.backend, &settings.database_url, 1).map_err(|e| e.to_string())?;
+            let db = Db::connect(settings.backend, &settings.database_url, 1)
+                .map_err(|e| e.to_string())?;
             let applied = db.migrate().map_err(|e| e.to_string())?;
             eprintln!("latchkey: {applied} migration(s) applied");
             Ok(())
         }
         Command::AdminToken { ttl, subject } => {
-            let core = build_core(settings, Dependencies::default()).await.map_err(|e| e.to_string())?;
+            let core = build_core(settings, Dependencies::default())
+                .await
+                .map_err(|e| e.to_string())?;
             let (token, _) = core
                 .tokens
-                .issue(&subject, tokens::ADMIN_SCOPE, chrono::Duration::seconds(i64::from(ttl)), None)
+                .issue(
+                    &subject,
+                    tokens::ADMIN_SCOPE,
+                    chrono::Duration::seconds(i64::from(ttl)),
+                    None,
+                )
                 .map_err(|e| e.to_string())?;
             println!("{token}");
             Ok(())
         }
         Command::RotateKey => {
-            let db = Db::connect(settings.backend, &settings.database_url, 1).map_err(|e| e.to_string())?;
+            let db = Db::connect(settings.backend, &settings.database_url, 1)
+                .map_err(|e| e.to_string())?;
             db.migrate().map_err(|e| e.to_string())?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let mut conn = db.pool().get().map_err(|e| e.to_string())?;
-            let kid = tokens::rotate_signing_key(&mut conn, clock.as_ref()).map_err(|e| e.to_string())?;
-            eprintln!("latchkey: new signing key {kid} is current; running servers pick it up within 60 s");
+            let kid =
+                tokens::rotate_signing_key(&mut conn, clock.as_ref()).map_err(|e| e.to_string())?;
+            eprintln!(
+                "latchkey: new signing key {kid} is current; running servers pick it up within 60 s"
+            );
             Ok(())
         }
     }

@@ -17,8 +17,13 @@ pub struct HashError(String);
 
 impl PasswordHasher {
     pub fn new(settings: &Argon2Settings) -> Result<Self, HashError> {
-        let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
-            .map_err(|e| HashError(e.to_string()))?;
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|e| HashError(e.to_string()))?;
         Ok(Self { params })
     }
 
@@ -38,7 +43,10 @@ impl PasswordHasher {
     /// hash are used, so raising the cost later keeps old hashes valid.
     pub fn verify(&self, secret: &str, stored: &str) -> bool {
         match PasswordHash::new(stored) {
-            Ok(hash) => self.argon2().verify_password(secret.as_bytes(), &hash).is_ok(),
+            Ok(hash) => self
+                .argon2()
+                .verify_password(secret.as_bytes(), &hash)
+                .is_ok(),
             Err(_) => false,
         }
     }
@@ -50,7 +58,12 @@ mod tests {
 
     #[test]
     fn hashes_verify_and_differ_by_salt() {
-        let hasher = PasswordHasher::new(&Argon2Settings { memory_kib: 64, iterations: 1, parallelism: 1 }).unwrap();
+        let hasher = PasswordHasher::new(&Argon2Settings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        })
+        .unwrap();
         let a = hasher.hash("correct horse").unwrap();
         let b = hasher.hash("correct horse").unwrap();
         assert!(a.starts_with("$argon2id$"));

@@ -27,7 +27,9 @@ pub struct Dependencies {
 
 impl Default for Dependencies {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock) }
+        Self {
+            clock: Arc::new(SystemClock),
+        }
     }
 }
 
@@ -40,29 +42,47 @@ pub enum StartupError {
     #[error("LATCHKEY_ARGON2_*: {0}")]
     Hasher(String),
     #[error("LATCHKEY_BIND: cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Connects, migrates and loads keys: everything but the HTTP server.
 pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, StartupError> {
-    let (backend, url, pool_size) = (settings.backend, settings.database_url.clone(), settings.db_pool_size);
+    let (backend, url, pool_size) = (
+        settings.backend,
+        settings.database_url.clone(),
+        settings.db_pool_size,
+    );
     let clock = deps.clock;
     let key_clock = clock.clone();
     let db = tokio::task::spawn_blocking(move || -> Result<Db, StartupError> {
         let db = Db::connect(backend, &url, pool_size)?;
         db.migrate()?;
-        let mut conn = db.pool().get().map_err(|e| StartupError::Keys(e.to_string()))?;
-        tokens::ensure_signing_key(&mut conn, key_clock.as_ref()).map_err(|e| StartupError::Keys(e.to_string()))?;
+        let mut conn = db
+            .pool()
+            .get()
+            .map_err(|e| StartupError::Keys(e.to_string()))?;
+        tokens::ensure_signing_key(&mut conn, key_clock.as_ref())
+            .map_err(|e| StartupError::Keys(e.to_string()))?;
         Ok(db)
     })
     .await
     .map_err(|e| StartupError::Keys(e.to_string()))??;
 
-    let hasher = PasswordHasher::new(&settings.argon2).map_err(|e| StartupError::Hasher(e.to_string()))?;
+    let hasher =
+        PasswordHasher::new(&settings.argon2).map_err(|e| StartupError::Hasher(e.to_string()))?;
     let tokens = TokenService::load(db.clone(), settings.issuer.clone(), clock.clone())
         .await
         .map_err(|e| StartupError::Keys(e.to_string()))?;
-    Ok(Core { settings, db, clock, hasher, tokens })
+    Ok(Core {
+        settings,
+        db,
+        clock,
+        hasher,
+        tokens,
+    })
 }
 
 pub struct Application {
@@ -96,7 +116,10 @@ impl Application {
         }
         let server = server
             .listen(listener)
-            .map_err(|source| StartupError::Bind { addr: format!("port {port}"), source })?
+            .map_err(|source| StartupError::Bind {
+                addr: format!("port {port}"),
+                source,
+            })?
             .run();
 
         spawn_key_refresh(core.clone());

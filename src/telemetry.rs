@@ -24,8 +24,15 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Installs the global subscriber once; later calls (tests) are no-ops.
 pub fn init_tracing(settings: &Settings, to_stderr: bool) {
     let filter = EnvFilter::try_new(&settings.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = if to_stderr { std::io::stderr().is_terminal() } else { std::io::stdout().is_terminal() };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    let ansi = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     let result = match (settings.log_format, to_stderr) {
         (LogFormat::Json, true) => builder.json().with_writer(std::io::stderr).try_init(),
         (LogFormat::Json, false) => builder.json().try_init(),
@@ -39,7 +46,9 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+            let buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ];
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .and_then(|builder| builder.install_recorder())
@@ -72,7 +81,10 @@ fn request_id(req: &ServiceRequest) -> String {
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        .filter(|v| {
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| Uuid::new_v4().to_string())
 }
@@ -82,14 +94,19 @@ fn framework_error_detail(code: ErrorCode, method: &str, path: &str) -> String {
         ErrorCode::NotFound => format!("There is no route for {method} {path}."),
         ErrorCode::MethodNotAllowed => format!("{method} is not allowed on {path}."),
         ErrorCode::PayloadTooLarge => "The request body is too large.".to_owned(),
-        ErrorCode::UnsupportedMediaType => "The request's content type is not supported.".to_owned(),
+        ErrorCode::UnsupportedMediaType => {
+            "The request's content type is not supported.".to_owned()
+        }
         ErrorCode::InvalidJson => "The request could not be read.".to_owned(),
         _ => "The request could not be processed.".to_owned(),
     }
 }
 
 /// Request id, access log line, metrics, and JSON:API for stray errors.
-pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, Error> {
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
     let started = Instant::now();
     let request_id = request_id(&req);
     let method = req.method().to_string();
@@ -114,11 +131,15 @@ pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody + 'static>
         .is_some_and(|v| v.as_bytes() == JSON_API.as_bytes());
     if (status.is_client_error() || status.is_server_error()) && !is_json_api {
         let code = ErrorCode::from_status(status);
-        let replacement = ApiError::new(code, framework_error_detail(code, &method, &path)).error_response();
+        let replacement =
+            ApiError::new(code, framework_error_detail(code, &method, &path)).error_response();
         response = response.into_response(replacement);
     }
 
-    let route = response.request().match_pattern().unwrap_or_else(|| "(unmatched)".to_owned());
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "(unmatched)".to_owned());
     let status = response.status();
     let error_ids = response
         .response()
@@ -134,7 +155,8 @@ pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody + 'static>
     let status_label = status.as_u16().to_string();
     metrics::counter!("latchkey_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status_label)
         .increment(1);
-    metrics::histogram!("latchkey_http_request_duration_seconds", "route" => route.clone()).record(elapsed.as_secs_f64());
+    metrics::histogram!("latchkey_http_request_duration_seconds", "route" => route.clone())
+        .record(elapsed.as_secs_f64());
 
     // The route pattern, not the path: paths carry ids, never secrets, but
     // the pattern keeps the log compact and groupable.

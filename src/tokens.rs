@@ -68,11 +68,9 @@ impl KeyRing {
         let keys = rows
             .into_iter()
             .map(|row| {
-                let seed: [u8; 32] = row
-                    .private_key
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| ApiError::internal(format!("signing key {} is not a 32-byte seed", row.kid)))?;
+                let seed: [u8; 32] = row.private_key.as_slice().try_into().map_err(|_| {
+                    ApiError::internal(format!("signing key {} is not a 32-byte seed", row.kid))
+                })?;
                 let der = SigningKey::from_bytes(&seed)
                     .to_pkcs8_der()
                     .map_err(|e| ApiError::internal(format!("signing key {}: {e}", row.kid)))?;
@@ -109,7 +107,10 @@ pub fn ensure_signing_key(conn: &mut DbConnection, clock: &dyn Clock) -> diesel:
 }
 
 /// Adds a new current signing key; older keys keep verifying.
-pub fn rotate_signing_key(conn: &mut DbConnection, clock: &dyn Clock) -> diesel::QueryResult<String> {
+pub fn rotate_signing_key(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+) -> diesel::QueryResult<String> {
     let seed: [u8; 32] = rand::random();
     let signing_key = SigningKey::from_bytes(&seed);
     let row = SigningKeyRow {
@@ -124,18 +125,27 @@ pub fn rotate_signing_key(conn: &mut DbConnection, clock: &dyn Clock) -> diesel:
 }
 
 fn unauthorized(detail: &str) -> ApiError {
-    ApiError::unauthorized(format!("{detail} Send a valid bearer token in the Authorization header."))
+    ApiError::unauthorized(format!(
+        "{detail} Send a valid bearer token in the Authorization header."
+    ))
 }
 
 impl TokenService {
     pub async fn load(db: Db, issuer: String, clock: Arc<dyn Clock>) -> Result<Self, ApiError> {
-        let rows = db.run(|conn| Ok::<_, ApiError>(signing_keys::all(conn)?)).await?;
+        let rows = db
+            .run(|conn| Ok::<_, ApiError>(signing_keys::all(conn)?))
+            .await?;
         Ok(Self {
             issuer,
             db,
             clock,
             ring: RwLock::new(Arc::new(KeyRing::from_rows(rows)?)),
-            last_reload: RwLock::new(Instant::now()),
+            // The first unknown kid may reload at once.
+            last_reload: RwLock::new(
+                Instant::now()
+                    .checked_sub(RELOAD_THROTTLE)
+                    .unwrap_or_else(Instant::now),
+            ),
         })
     }
 
@@ -148,7 +158,10 @@ impl TokenService {
 
     /// Re-reads the keys (after `rotate-key` or on another instance).
     pub async fn reload(&self) -> Result<(), ApiError> {
-        let rows = self.db.run(|conn| Ok::<_, ApiError>(signing_keys::all(conn)?)).await?;
+        let rows = self
+            .db
+            .run(|conn| Ok::<_, ApiError>(signing_keys::all(conn)?))
+            .await?;
         let ring = Arc::new(KeyRing::from_rows(rows)?);
         match self.ring.write() {
             Ok(mut slot) => *slot = ring,
@@ -169,9 +182,18 @@ impl TokenService {
     }
 
     /// Signs a token with the current key.
-    pub fn issue(&self, sub: &str, scope: &str, ttl: Duration, sid: Option<&str>) -> Result<(String, Claims), ApiError> {
+    pub fn issue(
+        &self,
+        sub: &str,
+        scope: &str,
+        ttl: Duration,
+        sid: Option<&str>,
+    ) -> Result<(String, Claims), ApiError> {
         let ring = self.ring();
-        let key = ring.keys.first().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
+        let key = ring
+            .keys
+            .first()
+            .ok_or_else(|| ApiError::internal("no signing key loaded"))?;
         let now = self.clock.now().timestamp();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -191,12 +213,17 @@ impl TokenService {
 
     /// Checks signature, algorithm, issuer and expiry.
     pub async fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("The bearer token is malformed."))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthorized("The bearer token is malformed."))?;
         // Only EdDSA: refuses `none` and HS256 signed with a public key.
         if header.alg != Algorithm::EdDSA {
-            return Err(unauthorized("The bearer token uses an unsupported algorithm."));
+            return Err(unauthorized(
+                "The bearer token uses an unsupported algorithm.",
+            ));
         }
-        let kid = header.kid.ok_or_else(|| unauthorized("The bearer token has no key id."))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| unauthorized("The bearer token has no key id."))?;
         let mut ring = self.ring();
         if ring.find(&kid).is_none() && self.may_reload() {
             self.reload().await?;
@@ -215,7 +242,9 @@ impl TokenService {
             .map_err(|_| unauthorized("The bearer token's signature or claims are invalid."))?
             .claims;
         if claims.iss != self.issuer {
-            return Err(unauthorized("The bearer token was issued by another issuer."));
+            return Err(unauthorized(
+                "The bearer token was issued by another issuer.",
+            ));
         }
         if self.clock.now().timestamp() > claims.exp + LEEWAY_SECS {
             return Err(unauthorized("The bearer token has expired."));

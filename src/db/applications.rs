@@ -26,7 +26,10 @@ pub struct ApplicationChanges {
 }
 
 pub fn insert(conn: &mut DbConnection, row: &ApplicationRow) -> QueryResult<()> {
-    diesel::insert_into(applications::table).values(row).execute(conn).map(drop)
+    diesel::insert_into(applications::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<ApplicationRow>> {
@@ -52,8 +55,14 @@ pub fn list_for_entity(
     Ok((rows, total))
 }
 
-pub fn update(conn: &mut DbConnection, id: &str, changes: &ApplicationChanges) -> QueryResult<usize> {
-    diesel::update(applications::table.find(id)).set(changes).execute(conn)
+pub fn update(
+    conn: &mut DbConnection,
+    id: &str,
+    changes: &ApplicationChanges,
+) -> QueryResult<usize> {
+    diesel::update(applications::table.find(id))
+        .set(changes)
+        .execute(conn)
 }
 
 pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {

@@ -23,21 +23,31 @@ pub struct EntityChanges {
 }
 
 pub fn insert(conn: &mut DbConnection, row: &EntityRow) -> QueryResult<()> {
-    diesel::insert_into(entities::table).values(row).execute(conn).map(drop)
+    diesel::insert_into(entities::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<EntityRow>> {
     entities::table.find(id).first(conn).optional()
 }
 
-pub fn find_by_number(conn: &mut DbConnection, entity_number: &str) -> QueryResult<Option<EntityRow>> {
+pub fn find_by_number(
+    conn: &mut DbConnection,
+    entity_number: &str,
+) -> QueryResult<Option<EntityRow>> {
     entities::table
         .filter(entities::entity_number.eq(entity_number))
         .first(conn)
         .optional()
 }
 
-pub fn list(conn: &mut DbConnection, limit: i64, offset: i64) -> QueryResult<(Vec<EntityRow>, i64)> {
+pub fn list(
+    conn: &mut DbConnection,
+    limit: i64,
+    offset: i64,
+) -> QueryResult<(Vec<EntityRow>, i64)> {
     let rows = entities::table
         .order((entities::entity_number.asc(), entities::id.asc()))
         .limit(limit)
@@ -49,7 +59,9 @@ pub fn list(conn: &mut DbConnection, limit: i64, offset: i64) -> QueryResult<(Ve
 
 /// Returns the number of rows changed (0: no such entity).
 pub fn update(conn: &mut DbConnection, id: &str, changes: &EntityChanges) -> QueryResult<usize> {
-    diesel::update(entities::table.find(id)).set(changes).execute(conn)
+    diesel::update(entities::table.find(id))
+        .set(changes)
+        .execute(conn)
 }
 
 pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {

@@ -37,7 +37,10 @@ pub struct ConnectionManager {
 
 impl ConnectionManager {
     pub fn new(backend: Backend, url: impl Into<String>) -> Self {
-        Self { backend, url: url.into() }
+        Self {
+            backend,
+            url: url.into(),
+        }
     }
 }
 
@@ -51,8 +54,8 @@ impl ManageConnection for ConnectionManager {
                 .map(DbConnection::Postgresql)
                 .map_err(diesel::r2d2::Error::ConnectionError),
             Backend::Sqlite => {
-                let mut conn =
-                    SqliteConnection::establish(&self.url).map_err(diesel::r2d2::Error::ConnectionError)?;
+                let mut conn = SqliteConnection::establish(&self.url)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
                 // Per connection: WAL lets readers run beside the writer;
                 // NORMAL is durable in WAL mode except for power loss.
                 conn.batch_execute(
@@ -98,14 +101,17 @@ impl Db {
     /// Connects once directly (so a bad URL or password is reported as it
     /// is), then builds the pool.
     pub fn connect(backend: Backend, url: &str, pool_size: u32) -> Result<Self, DbSetupError> {
-        if backend == Backend::Sqlite {
-            if let Some(parent) = Path::new(url).parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| DbSetupError::Folder(parent.display().to_string(), e))?;
-            }
+        let sqlite_folder = Path::new(url)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty());
+        if let (Backend::Sqlite, Some(parent)) = (backend, sqlite_folder) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| DbSetupError::Folder(parent.display().to_string(), e))?;
         }
         let manager = ConnectionManager::new(backend, url);
-        manager.connect().map_err(|e| DbSetupError::Connect(e.to_string()))?;
+        manager
+            .connect()
+            .map_err(|e| DbSetupError::Connect(e.to_string()))?;
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
@@ -125,10 +131,15 @@ impl Db {
 
     /// Runs pending migrations; safe to call at every start.
     pub fn migrate(&self) -> Result<usize, DbSetupError> {
-        let mut conn = self.pool.get().map_err(|e| DbSetupError::Connect(e.to_string()))?;
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| DbSetupError::Connect(e.to_string()))?;
         let applied = match &mut *conn {
             DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-            DbConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+            DbConnection::Postgresql(c) => c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
         };
         applied.map_err(|e| DbSetupError::Migrate(e.to_string()))
     }

@@ -16,7 +16,10 @@ pub struct SigningKeyRow {
 }
 
 pub fn insert(conn: &mut DbConnection, row: &SigningKeyRow) -> QueryResult<()> {
-    diesel::insert_into(signing_keys::table).values(row).execute(conn).map(drop)
+    diesel::insert_into(signing_keys::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
 }
 
 /// Every key, newest (the current signing key) first.

@@ -34,7 +34,10 @@ pub struct UserChanges {
 }
 
 pub fn insert(conn: &mut DbConnection, row: &UserRow) -> QueryResult<()> {
-    diesel::insert_into(users::table).values(row).execute(conn).map(drop)
+    diesel::insert_into(users::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<UserRow>> {
@@ -63,7 +66,9 @@ pub fn list(
 }
 
 pub fn update(conn: &mut DbConnection, id: &str, changes: &UserChanges) -> QueryResult<usize> {
-    diesel::update(users::table.find(id)).set(changes).execute(conn)
+    diesel::update(users::table.find(id))
+        .set(changes)
+        .execute(conn)
 }
 
 pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {

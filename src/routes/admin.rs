@@ -72,7 +72,12 @@ async fn get_entity(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> H
     Ok(ok(&entities::get(&core, &id).await?))
 }
 
-async fn update_entity(_: Admin, core: web::Data<Core>, id: web::Path<String>, body: JsonObject) -> Handler {
+async fn update_entity(
+    _: Admin,
+    core: web::Data<Core>,
+    id: web::Path<String>,
+    body: JsonObject,
+) -> Handler {
     let mut fields = Fields::new(&body);
     let patch = EntityPatch {
         entity_number: fields.patch_str("entityNumber", rules::entity_number),
@@ -89,7 +94,12 @@ async fn delete_entity(_: Admin, core: web::Data<Core>, id: web::Path<String>) -
 
 // --- applications -----------------------------------------------------------
 
-async fn create_application(_: Admin, core: web::Data<Core>, entity_id: web::Path<String>, body: JsonObject) -> Handler {
+async fn create_application(
+    _: Admin,
+    core: web::Data<Core>,
+    entity_id: web::Path<String>,
+    body: JsonObject,
+) -> Handler {
     let mut fields = Fields::new(&body);
     let input = NewApplication {
         application_name: fields.required_str("applicationName", rules::application_name),
@@ -98,18 +108,33 @@ async fn create_application(_: Admin, core: web::Data<Core>, entity_id: web::Pat
     };
     fields.finish()?;
     let application = applications::create(&core, &entity_id, input).await?;
-    Ok(created(format!("/admin/applications/{}", application.id), &application))
+    Ok(created(
+        format!("/admin/applications/{}", application.id),
+        &application,
+    ))
 }
 
-async fn list_applications(_: Admin, core: web::Data<Core>, entity_id: web::Path<String>, query: QueryParams) -> Handler {
-    Ok(paged(applications::list_for_entity(&core, &entity_id, query.page()?).await?))
+async fn list_applications(
+    _: Admin,
+    core: web::Data<Core>,
+    entity_id: web::Path<String>,
+    query: QueryParams,
+) -> Handler {
+    Ok(paged(
+        applications::list_for_entity(&core, &entity_id, query.page()?).await?,
+    ))
 }
 
 async fn get_application(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
     Ok(ok(&applications::get(&core, &id).await?))
 }
 
-async fn update_application(_: Admin, core: web::Data<Core>, id: web::Path<String>, body: JsonObject) -> Handler {
+async fn update_application(
+    _: Admin,
+    core: web::Data<Core>,
+    id: web::Path<String>,
+    body: JsonObject,
+) -> Handler {
     let mut fields = Fields::new(&body);
     let patch = ApplicationPatch {
         application_name: fields.patch_str("applicationName", rules::application_name),
@@ -150,21 +175,37 @@ async fn create_user(_: Admin, core: web::Data<Core>, body: JsonObject) -> Handl
     let email = fields.optional_str("email", rules::email);
     let login_name = fields.optional_str("loginName", rules::login_name);
     if email.is_none() && login_name.is_none() && !fields.has_problems_at(&["email", "loginName"]) {
-        fields.reject("loginName", "loginName is required when the user has no email.");
+        fields.reject(
+            "loginName",
+            "loginName is required when the user has no email.",
+        );
     }
     let preferred_language = fields.optional_str("preferredLanguage", rules::preferred_language);
     let password = fields.optional_str("password", rules::password);
     fields.finish()?;
     let Some(entity) = entity else {
-        return Err(ApiError::invalid_field("/entityId", "entityId or entityNumber is required."));
+        return Err(ApiError::invalid_field(
+            "/entityId",
+            "entityId or entityNumber is required.",
+        ));
     };
-    let input = NewUser { entity, employee_number, display_name, email, login_name, preferred_language, password };
+    let input = NewUser {
+        entity,
+        employee_number,
+        display_name,
+        email,
+        login_name,
+        preferred_language,
+        password,
+    };
     let user = users::create(&core, input).await?;
     Ok(created(format!("/admin/users/{}", user.id), &user))
 }
 
 async fn list_users(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
-    let entity_id = query.optional("entityId", rules::uuid)?.map(|id| id.to_ascii_lowercase());
+    let entity_id = query
+        .optional("entityId", rules::uuid)?
+        .map(|id| id.to_ascii_lowercase());
     Ok(paged(users::list(&core, entity_id, query.page()?).await?))
 }
 
@@ -172,7 +213,12 @@ async fn get_user(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Han
     Ok(ok(&users::get(&core, &id).await?))
 }
 
-async fn update_user(_: Admin, core: web::Data<Core>, id: web::Path<String>, body: JsonObject) -> Handler {
+async fn update_user(
+    _: Admin,
+    core: web::Data<Core>,
+    id: web::Path<String>,
+    body: JsonObject,
+) -> Handler {
     let mut fields = Fields::new(&body);
     let patch = UserPatch {
         employee_number: fields.patch_str("employeeNumber", rules::employee_number),
@@ -185,7 +231,12 @@ async fn update_user(_: Admin, core: web::Data<Core>, id: web::Path<String>, bod
     Ok(ok(&users::update(&core, &id, patch).await?))
 }
 
-async fn set_user_password(_: Admin, core: web::Data<Core>, id: web::Path<String>, body: JsonObject) -> Handler {
+async fn set_user_password(
+    _: Admin,
+    core: web::Data<Core>,
+    id: web::Path<String>,
+    body: JsonObject,
+) -> Handler {
     let mut fields = Fields::new(&body);
     let password = fields.required_str("password", rules::password);
     fields.finish()?;

@@ -39,11 +39,21 @@ fn json_type_name(value: &Value) -> &'static str {
 }
 
 fn is_json_media_type(req: &HttpRequest) -> bool {
-    let Some(value) = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let media_type = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    media_type == "application/json" || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+    let media_type = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
 impl FromRequest for JsonObject {
@@ -74,7 +84,10 @@ impl FromRequest for JsonObject {
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|e| match e {
                     actix_web::error::PayloadError::Overflow => too_large(),
-                    _ => ApiError::new(ErrorCode::InvalidJson, "The request body could not be read completely."),
+                    _ => ApiError::new(
+                        ErrorCode::InvalidJson,
+                        "The request body could not be read completely.",
+                    ),
                 })?;
                 if body.len() + chunk.len() > limit {
                     return Err(too_large());
@@ -85,7 +98,10 @@ impl FromRequest for JsonObject {
                 Ok(Value::Object(object)) => Ok(JsonObject(object)),
                 Ok(other) => Err(ApiError::new(
                     ErrorCode::InvalidJson,
-                    format!("The request body must be a JSON object, not {}.", json_type_name(&other)),
+                    format!(
+                        "The request body must be a JSON object, not {}.",
+                        json_type_name(&other)
+                    ),
                 )),
                 Err(e) if body.is_empty() => Err(ApiError::new(
                     ErrorCode::InvalidJson,
@@ -111,11 +127,18 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub fn new(body: &'a JsonObject) -> Self {
-        Self { body: &body.0, known: Vec::new(), problems: Vec::new() }
+        Self {
+            body: &body.0,
+            known: Vec::new(),
+            problems: Vec::new(),
+        }
     }
 
     fn problem(&mut self, name: &str, detail: String) {
-        self.problems.push(Problem { detail, source: Some(Source::Pointer(format!("/{name}"))) });
+        self.problems.push(Problem {
+            detail,
+            source: Some(Source::Pointer(format!("/{name}"))),
+        });
     }
 
     /// The field's value; `None` when absent. Marks the field as known.
@@ -134,7 +157,10 @@ impl<'a> Fields<'a> {
                 }
             },
             other => {
-                self.problem(name, format!("{name} must be a string, not {}.", json_type_name(other)));
+                self.problem(
+                    name,
+                    format!("{name} must be a string, not {}.", json_type_name(other)),
+                );
                 None
             }
         }
@@ -187,7 +213,13 @@ impl<'a> Fields<'a> {
             }
             Some(Value::Bool(b)) => *b,
             Some(other) => {
-                self.problem(name, format!("{name} must be true or false, not {}.", json_type_name(other)));
+                self.problem(
+                    name,
+                    format!(
+                        "{name} must be true or false, not {}.",
+                        json_type_name(other)
+                    ),
+                );
                 false
             }
         }
@@ -202,7 +234,9 @@ impl<'a> Fields<'a> {
     /// "required" beside "malformed" for the same field).
     pub fn has_problems_at(&self, names: &[&str]) -> bool {
         self.problems.iter().any(|p| match &p.source {
-            Some(Source::Pointer(pointer)) => names.iter().any(|n| pointer.strip_prefix('/') == Some(*n)),
+            Some(Source::Pointer(pointer)) => {
+                names.iter().any(|n| pointer.strip_prefix('/') == Some(*n))
+            }
             _ => false,
         })
     }
@@ -210,12 +244,24 @@ impl<'a> Fields<'a> {
     /// Fails with every problem found, including unknown fields (a typo in
     /// a field name must not be silently ignored).
     pub fn finish(mut self) -> Result<(), ApiError> {
-        let unknown: Vec<String> = self.body.keys().filter(|k| !self.known.contains(&k.as_str())).cloned().collect();
+        let unknown: Vec<String> = self
+            .body
+            .keys()
+            .filter(|k| !self.known.contains(&k.as_str()))
+            .cloned()
+            .collect();
         for name in unknown {
             let allowed = self.known.join(", ");
-            self.problem(&name, format!("{name} is not a field of this request (allowed: {allowed})."));
+            self.problem(
+                &name,
+                format!("{name} is not a field of this request (allowed: {allowed})."),
+            );
         }
-        if self.problems.is_empty() { Ok(()) } else { Err(ApiError::validation(self.problems)) }
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(self.problems))
+        }
     }
 }
 
@@ -232,7 +278,9 @@ impl QueryParams {
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n),
                 _ => Err(Problem {
-                    detail: format!("{name} must be a whole number from {min} to {max}, got {raw:?}."),
+                    detail: format!(
+                        "{name} must be a whole number from {min} to {max}, got {raw:?}."
+                    ),
                     source: Some(Source::Parameter(name.to_owned())),
                 }),
             },
@@ -257,7 +305,11 @@ impl QueryParams {
             None => Ok(None),
             Some(value) => match rule(value) {
                 Ok(()) => Ok(Some(value.clone())),
-                Err(why) => Err(ApiError::new(ErrorCode::ValidationFailed, format!("{name} {why}.")).at_parameter(name)),
+                Err(why) => Err(ApiError::new(
+                    ErrorCode::ValidationFailed,
+                    format!("{name} {why}."),
+                )
+                .at_parameter(name)),
             },
         }
     }
@@ -271,7 +323,12 @@ impl FromRequest for QueryParams {
         ready(
             web::Query::<Vec<(String, String)>>::from_query(req.query_string())
                 .map(|pairs| QueryParams(pairs.into_inner().into_iter().collect()))
-                .map_err(|_| ApiError::new(ErrorCode::ValidationFailed, "The query string is malformed.")),
+                .map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::ValidationFailed,
+                        "The query string is malformed.",
+                    )
+                }),
         )
     }
 }
@@ -286,15 +343,21 @@ fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("This route needs a bearer token in the Authorization header."))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("This route needs a bearer token in the Authorization header.")
+        })?;
     let value = header
         .to_str()
         .map_err(|_| ApiError::unauthorized("The Authorization header is not readable text."))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim().to_owned())
         }
-        _ => Err(ApiError::unauthorized("The Authorization header must be `Bearer <token>`.")),
+        _ => Err(ApiError::unauthorized(
+            "The Authorization header must be `Bearer <token>`.",
+        )),
     }
 }
 
@@ -322,7 +385,9 @@ impl FromRequest for Admin {
             if claims.is_admin() {
                 Ok(Admin(claims))
             } else {
-                Err(ApiError::forbidden("This route needs a token with the admin scope."))
+                Err(ApiError::forbidden(
+                    "This route needs a token with the admin scope.",
+                ))
             }
         })
     }

@@ -20,7 +20,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The app's default service: no route matched.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found(format!("There is no route for {} {}.", req.method(), req.path())))
+    Err(ApiError::not_found(format!(
+        "There is no route for {} {}.",
+        req.method(),
+        req.path()
+    )))
 }
 
 pub fn ok<T: Serialize>(body: &T) -> HttpResponse {
@@ -28,7 +32,9 @@ pub fn ok<T: Serialize>(body: &T) -> HttpResponse {
 }
 
 pub fn created<T: Serialize>(location: String, body: &T) -> HttpResponse {
-    HttpResponse::Created().insert_header((header::LOCATION, location)).json(body)
+    HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .json(body)
 }
 
 /// `{"data":[…],"meta":{"total","limit","offset"}}`

@@ -26,14 +26,18 @@ async fn healthz() -> HttpResponse {
 async fn readyz(core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
     let pool = core.db.pool().clone();
     let probe = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let mut conn = pool.get_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        let mut conn = pool
+            .get_timeout(Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
         conn.batch_execute("SELECT 1").map_err(|e| e.to_string())
     });
     match tokio::time::timeout(Duration::from_secs(3), probe).await {
         Ok(Ok(Ok(()))) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
         Ok(Ok(Err(cause))) => Err(ApiError::unavailable(format!("readiness: {cause}"))),
         Ok(Err(join)) => Err(ApiError::unavailable(format!("readiness: {join}"))),
-        Err(_) => Err(ApiError::unavailable("readiness: the database did not answer in time")),
+        Err(_) => Err(ApiError::unavailable(
+            "readiness: the database did not answer in time",
+        )),
     }
 }
 

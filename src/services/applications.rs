@@ -65,7 +65,11 @@ fn no_application(id: &str) -> ApiError {
     ApiError::not_found(format!("There is no application with id {id:?}."))
 }
 
-pub async fn create(core: &Core, raw_entity_id: &str, input: NewApplication) -> Result<Application, ApiError> {
+pub async fn create(
+    core: &Core,
+    raw_entity_id: &str,
+    input: NewApplication,
+) -> Result<Application, ApiError> {
     let entity_id = parse_id(raw_entity_id, "entity")?;
     let now = core.now();
     let row = ApplicationRow {
@@ -91,11 +95,19 @@ pub async fn create(core: &Core, raw_entity_id: &str, input: NewApplication) -> 
 pub async fn get(core: &Core, raw_id: &str) -> Result<Application, ApiError> {
     let id = parse_id(raw_id, "application")?;
     core.db
-        .run(move |conn| rows::find(conn, &id)?.map(Application::from).ok_or_else(|| no_application(&id)))
+        .run(move |conn| {
+            rows::find(conn, &id)?
+                .map(Application::from)
+                .ok_or_else(|| no_application(&id))
+        })
         .await
 }
 
-pub async fn list_for_entity(core: &Core, raw_entity_id: &str, page: Page) -> Result<Paged<Application>, ApiError> {
+pub async fn list_for_entity(
+    core: &Core,
+    raw_entity_id: &str,
+    page: Page,
+) -> Result<Paged<Application>, ApiError> {
     let entity_id = parse_id(raw_entity_id, "entity")?;
     core.db
         .run(move |conn| {
@@ -103,12 +115,20 @@ pub async fn list_for_entity(core: &Core, raw_entity_id: &str, page: Page) -> Re
                 return Err(no_entity(&entity_id));
             }
             let (items, total) = rows::list_for_entity(conn, &entity_id, page.limit, page.offset)?;
-            Ok(Paged { items: items.into_iter().map(Application::from).collect(), total, page })
+            Ok(Paged {
+                items: items.into_iter().map(Application::from).collect(),
+                total,
+                page,
+            })
         })
         .await
 }
 
-pub async fn update(core: &Core, raw_id: &str, patch: ApplicationPatch) -> Result<Application, ApiError> {
+pub async fn update(
+    core: &Core,
+    raw_id: &str,
+    patch: ApplicationPatch,
+) -> Result<Application, ApiError> {
     let id = parse_id(raw_id, "application")?;
     let changes = ApplicationChanges {
         application_name: patch.application_name,
@@ -121,7 +141,9 @@ pub async fn update(core: &Core, raw_id: &str, patch: ApplicationPatch) -> Resul
             if rows::update(conn, &id, &changes).map_err(map_write_error)? == 0 {
                 return Err(no_application(&id));
             }
-            rows::find(conn, &id)?.map(Application::from).ok_or_else(|| no_application(&id))
+            rows::find(conn, &id)?
+                .map(Application::from)
+                .ok_or_else(|| no_application(&id))
         })
         .await
 }

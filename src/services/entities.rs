@@ -86,7 +86,11 @@ pub async fn list(core: &Core, page: Page) -> Result<Paged<Entity>, ApiError> {
     core.db
         .run(move |conn| {
             let (items, total) = rows::list(conn, page.limit, page.offset)?;
-            Ok(Paged { items: items.into_iter().map(Entity::from).collect(), total, page })
+            Ok(Paged {
+                items: items.into_iter().map(Entity::from).collect(),
+                total,
+                page,
+            })
         })
         .await
 }
@@ -103,9 +107,13 @@ pub async fn update(core: &Core, raw_id: &str, patch: EntityPatch) -> Result<Ent
             let changed = rows::update(conn, &id, &changes)
                 .map_err(|e| map_write_error(e, changes.entity_number.as_deref()))?;
             if changed == 0 {
-                return Err(ApiError::not_found(format!("There is no entity with id {id:?}.")));
+                return Err(ApiError::not_found(format!(
+                    "There is no entity with id {id:?}."
+                )));
             }
-            rows::find(conn, &id)?.map(Entity::from).ok_or_else(|| ApiError::not_found("The entity was deleted."))
+            rows::find(conn, &id)?
+                .map(Entity::from)
+                .ok_or_else(|| ApiError::not_found("The entity was deleted."))
         })
         .await
 }
@@ -114,13 +122,16 @@ pub async fn delete(core: &Core, raw_id: &str) -> Result<(), ApiError> {
     let id = parse_id(raw_id, "entity")?;
     core.db
         .run(move |conn| match rows::delete(conn, &id) {
-            Ok(0) => Err(ApiError::not_found(format!("There is no entity with id {id:?}."))),
+            Ok(0) => Err(ApiError::not_found(format!(
+                "There is no entity with id {id:?}."
+            ))),
             Ok(_) => Ok(()),
-            Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::ForeignKeyViolation, _)) => {
-                Err(ApiError::conflict(
-                    "The entity still has users or applications; delete those first.",
-                ))
-            }
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            )) => Err(ApiError::conflict(
+                "The entity still has users or applications; delete those first.",
+            )),
             Err(e) => Err(e.into()),
         })
         .await

@@ -28,7 +28,9 @@ pub fn employee_number(value: &str) -> Result<(), String> {
 
 /// `^[A-Za-z0-9 .,'_-]{1,120}$`
 pub fn application_name(value: &str) -> Result<(), String> {
-    if all_chars(value, 1, 120, |c| c.is_ascii_alphanumeric() || " .,'_-".contains(c)) {
+    if all_chars(value, 1, 120, |c| {
+        c.is_ascii_alphanumeric() || " .,'_-".contains(c)
+    }) {
         Ok(())
     } else {
         Err("must be 1 to 120 characters of letters, digits, space and . , ' _ -".into())
@@ -45,8 +47,15 @@ pub fn application_type(value: &str) -> Result<(), String> {
 
 /// `^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`
 pub fn application_number(value: &str) -> Result<(), String> {
-    let first_ok = value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if first_ok && all_chars(value, 1, 128, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    let first_ok = value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if first_ok
+        && all_chars(value, 1, 128, |c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-'
+        })
+    {
         Ok(())
     } else {
         Err("must be 1 to 128 letters, digits, _ or -, starting with a letter or digit".into())
@@ -80,7 +89,11 @@ pub fn email(value: &str) -> Result<(), String> {
             && !domain.starts_with('.')
             && !domain.ends_with('.')
     });
-    if well_formed && all_chars(value, 3, 254, |c| !c.is_whitespace() && !c.is_control() && c != '<' && c != '>') {
+    if well_formed
+        && all_chars(value, 3, 254, |c| {
+            !c.is_whitespace() && !c.is_control() && c != '<' && c != '>'
+        })
+    {
         Ok(())
     } else {
         Err("must be an email address like name@example.com".into())
@@ -109,7 +122,10 @@ pub fn password(value: &str) -> Result<(), String> {
 pub fn uuid(value: &str) -> Result<(), String> {
     let groups: Vec<&str> = value.split('-').collect();
     let lengths_ok = groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()));
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()));
     if lengths_ok {
         Ok(())
     } else {

@@ -78,7 +78,8 @@ pub fn normalize_login_name(login_name: &str) -> String {
 
 fn map_write_error(err: diesel::result::Error) -> ApiError {
     if violates_unique(&err, "users", "login_name") {
-        return ApiError::conflict("Another user already has this login name.").at_pointer("/loginName");
+        return ApiError::conflict("Another user already has this login name.")
+            .at_pointer("/loginName");
     }
     if violates_unique(&err, "users", "employee_number") {
         return ApiError::conflict("The entity already has a user with this employee number.")
@@ -95,7 +96,11 @@ pub async fn create(core: &Core, input: NewUser) -> Result<User, ApiError> {
     let password_hash = match input.password {
         Some(password) => {
             let hasher = core.hasher.clone();
-            Some(core.blocking(move || hasher.hash(&password)).await?.map_err(ApiError::internal)?)
+            Some(
+                core.blocking(move || hasher.hash(&password))
+                    .await?
+                    .map_err(ApiError::internal)?,
+            )
         }
         None => None,
     };
@@ -103,7 +108,9 @@ pub async fn create(core: &Core, input: NewUser) -> Result<User, ApiError> {
         .login_name
         .or_else(|| input.email.clone())
         .map(|name| normalize_login_name(&name))
-        .ok_or_else(|| ApiError::invalid_field("/loginName", "is required when the user has no email"))?;
+        .ok_or_else(|| {
+            ApiError::invalid_field("/loginName", "is required when the user has no email")
+        })?;
     let now = core.now();
     let entity = input.entity;
     let mut row = UserRow {
@@ -128,10 +135,16 @@ pub async fn create(core: &Core, input: NewUser) -> Result<User, ApiError> {
             row.entity_id = match (found, &entity) {
                 (Some(entity), _) => entity.id,
                 (None, EntityRef::Id(_)) => {
-                    return Err(ApiError::invalid_field("/entityId", "names no existing entity"));
+                    return Err(ApiError::invalid_field(
+                        "/entityId",
+                        "names no existing entity",
+                    ));
                 }
                 (None, EntityRef::Number(_)) => {
-                    return Err(ApiError::invalid_field("/entityNumber", "names no existing entity"));
+                    return Err(ApiError::invalid_field(
+                        "/entityNumber",
+                        "names no existing entity",
+                    ));
                 }
             };
             rows::insert(conn, &row).map_err(map_write_error)?;
@@ -143,15 +156,27 @@ pub async fn create(core: &Core, input: NewUser) -> Result<User, ApiError> {
 pub async fn get(core: &Core, raw_id: &str) -> Result<User, ApiError> {
     let id = parse_id(raw_id, "user")?;
     core.db
-        .run(move |conn| rows::find(conn, &id)?.map(User::from).ok_or_else(|| no_user(&id)))
+        .run(move |conn| {
+            rows::find(conn, &id)?
+                .map(User::from)
+                .ok_or_else(|| no_user(&id))
+        })
         .await
 }
 
-pub async fn list(core: &Core, entity_id: Option<String>, page: Page) -> Result<Paged<User>, ApiError> {
+pub async fn list(
+    core: &Core,
+    entity_id: Option<String>,
+    page: Page,
+) -> Result<Paged<User>, ApiError> {
     core.db
         .run(move |conn| {
             let (items, total) = rows::list(conn, entity_id.as_deref(), page.limit, page.offset)?;
-            Ok(Paged { items: items.into_iter().map(User::from).collect(), total, page })
+            Ok(Paged {
+                items: items.into_iter().map(User::from).collect(),
+                total,
+                page,
+            })
         })
         .await
 }
@@ -172,7 +197,9 @@ pub async fn update(core: &Core, raw_id: &str, patch: UserPatch) -> Result<User,
             if rows::update(conn, &id, &changes).map_err(map_write_error)? == 0 {
                 return Err(no_user(&id));
             }
-            rows::find(conn, &id)?.map(User::from).ok_or_else(|| no_user(&id))
+            rows::find(conn, &id)?
+                .map(User::from)
+                .ok_or_else(|| no_user(&id))
         })
         .await
 }
@@ -180,7 +207,10 @@ pub async fn update(core: &Core, raw_id: &str, patch: UserPatch) -> Result<User,
 pub async fn set_password(core: &Core, raw_id: &str, password: String) -> Result<(), ApiError> {
     let id = parse_id(raw_id, "user")?;
     let hasher = core.hasher.clone();
-    let hash = core.blocking(move || hasher.hash(&password)).await?.map_err(ApiError::internal)?;
+    let hash = core
+        .blocking(move || hasher.hash(&password))
+        .await?
+        .map_err(ApiError::internal)?;
     let changes = UserChanges {
         password_hash: Some(Some(hash)),
         updated_at: Some(core.now()),

@@ -1,1 +1,14 @@
+//! One test binary: every test starts the server on port 0 with a fresh
+//! database (a SQLite file, or a PostgreSQL database when
+//! LATCHKEY_TEST_POSTGRES_URL is set) and talks HTTP to it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod admin_applications;
+mod admin_entities;
+mod admin_users;
+mod auth;
+mod cli;
+mod errors;
+mod helpers;
+mod ops;

@@ -1,0 +1,296 @@
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+use chrono::{Duration, Utc};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use latchkey::clock::ManualClock;
+use latchkey::config::Settings;
+use latchkey::services::Core;
+use latchkey::startup::{Application, Dependencies};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+use uuid::Uuid;
+
+pub const POSTGRES_ENV: &str = "LATCHKEY_TEST_POSTGRES_URL";
+
+/// A database of one test, dropped with it.
+pub struct TestDatabase {
+    /// Holds the SQLite file (and the data dir) until the test ends.
+    pub dir: TempDir,
+    pub url: String,
+    postgres: Option<(String, String)>,
+}
+
+fn with_database_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    format!("{host_part}/{name}{query}")
+}
+
+impl TestDatabase {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match std::env::var(POSTGRES_ENV) {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("latchkey_test_{}", Uuid::new_v4().simple());
+                let mut conn = PgConnection::establish(&admin_url)
+                    .expect("connect to the test PostgreSQL server");
+                diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+                    .execute(&mut conn)
+                    .expect("create the test database");
+                let url = with_database_name(&admin_url, &name);
+                Self {
+                    dir,
+                    url,
+                    postgres: Some((admin_url, name)),
+                }
+            }
+            _ => {
+                let url = dir
+                    .path()
+                    .join("latchkey.sqlite3")
+                    .to_string_lossy()
+                    .into_owned();
+                Self {
+                    dir,
+                    url,
+                    postgres: None,
+                }
+            }
+        }
+    }
+
+    /// The environment a `latchkey` process needs to use this database.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("LATCHKEY_BIND".into(), "127.0.0.1:0".into()),
+            (
+                "LATCHKEY_DATA_DIR".into(),
+                self.dir.path().to_string_lossy().into_owned(),
+            ),
+            ("LATCHKEY_DATABASE_URL".into(), self.url.clone()),
+            ("LATCHKEY_DB_POOL_SIZE".into(), "4".into()),
+            ("LATCHKEY_WORKERS".into(), "1".into()),
+            ("LATCHKEY_LOG".into(), "warn".into()),
+            // Cheap hashing keeps the suite fast; the default cost is
+            // exercised by the benchmark.
+            ("LATCHKEY_ARGON2_MEMORY_KIB".into(), "64".into()),
+            ("LATCHKEY_ARGON2_ITERATIONS".into(), "1".into()),
+        ]
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = &self.postgres else {
+            return;
+        };
+        if let Ok(mut conn) = PgConnection::establish(admin_url) {
+            let drop_database = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = diesel::sql_query(drop_database).execute(&mut conn);
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub admin_token: String,
+    pub clock: ManualClock,
+    pub core: web::Data<Core>,
+    pub db: Arc<TestDatabase>,
+    handle: ServerHandle,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Arc::new(TestDatabase::new()), &[]).await
+}
+
+/// Starts the app on `db` with extra `LATCHKEY_*` settings.
+pub async fn spawn_app_with(db: Arc<TestDatabase>, extra_env: &[(&str, &str)]) -> TestApp {
+    let mut env = db.env();
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let settings = Settings::from_sources(None, env).expect("test settings");
+    let clock = ManualClock::new(Utc::now());
+    let app = Application::build(
+        settings,
+        Dependencies {
+            clock: Arc::new(clock.clone()),
+        },
+    )
+    .await
+    .expect("the app starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let core = app.core();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    let (admin_token, _) = core
+        .tokens
+        .issue("test-admin", "admin", Duration::hours(1), None)
+        .expect("an admin token");
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        admin_token,
+        clock,
+        core,
+        db,
+        handle,
+    }
+}
+
+impl TestApp {
+    /// Stops the server and starts a new one over the same database.
+    pub async fn restart(self) -> TestApp {
+        self.handle.stop(true).await;
+        let db = self.db.clone();
+        drop(self);
+        spawn_app_with(db, &[]).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// A request with the admin token.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_token)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.admin(Method::GET, path).send().await.expect("request")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.admin(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Response {
+        self.admin(Method::PATCH, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Response {
+        self.admin(Method::PUT, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.admin(Method::DELETE, path)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates an entity and returns its JSON.
+    pub async fn create_entity(&self, number: &str) -> Value {
+        let response = self
+            .post(
+                "/admin/entities",
+                &serde_json::json!({"entityNumber": number, "name": format!("Entity {number}")}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("json")
+    }
+
+    /// Creates a user in `entity_id` and returns its JSON.
+    pub async fn create_user(&self, entity_id: &str, employee_number: &str, email: &str) -> Value {
+        let response = self
+            .post(
+                "/admin/users",
+                &serde_json::json!({
+                    "entityId": entity_id,
+                    "employeeNumber": employee_number,
+                    "displayName": format!("Employee {employee_number}"),
+                    "email": email,
+                    "password": "correct horse battery",
+                }),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        response.json().await.expect("json")
+    }
+}
+
+pub async fn json(response: Response) -> Value {
+    response.json().await.expect("a JSON body")
+}
+
+/// Asserts a JSON:API error response and returns its `errors` array.
+pub async fn assert_error(response: Response, status: u16, code: &str) -> Vec<Value> {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/vnd.api+json"),
+        "content type"
+    );
+    let body: Value = response.json().await.expect("a JSON:API body");
+    let errors = body["errors"].as_array().expect("errors array").clone();
+    assert!(!errors.is_empty(), "at least one error object");
+    for error in &errors {
+        assert_eq!(error["status"], status.to_string(), "{error}");
+        assert_eq!(error["code"], code, "{error}");
+        assert!(
+            error["id"]
+                .as_str()
+                .is_some_and(|id| Uuid::parse_str(id).is_ok()),
+            "{error}"
+        );
+        assert!(
+            error["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{error}"
+        );
+        assert!(
+            error["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{error}"
+        );
+    }
+    errors
+}
+
+/// The pointers of a 422's error objects, sorted.
+pub fn pointers(errors: &[Value]) -> Vec<String> {
+    let mut pointers: Vec<String> = errors
+        .iter()
+        .filter_map(|e| e["source"]["pointer"].as_str().map(str::to_owned))
+        .collect();
+    pointers.sort();
+    pointers
+}

@@ -1,0 +1,111 @@
+use serde_json::json;
+
+use crate::helpers::{assert_error, json, spawn_app};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await, json!({"status": "ok"}));
+    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await, json!({"status": "ready"}));
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_database_does_not_answer() {
+    let app = spawn_app().await;
+    // Hold every pooled connection: the probe cannot get one in time.
+    let pool = app.core.db.pool().clone();
+    let held = tokio::task::spawn_blocking(move || {
+        (0..pool.max_size())
+            .map(|_| pool.get().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, 503, "service-unavailable").await;
+    drop(held);
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let app = spawn_app().await;
+    app.get("/admin/entities").await;
+    app.client
+        .get(app.url("/admin/entities"))
+        .send()
+        .await
+        .unwrap();
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("latchkey_http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/admin/entities\""), "{text}");
+    assert!(text.contains("status=\"401\""), "{text}");
+    assert!(
+        text.contains("latchkey_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("latchkey_db_pool_connections"), "{text}");
+}
+
+#[tokio::test]
+async fn jwks_publishes_the_signing_key() {
+    let app = spawn_app().await;
+    let jwks = json(
+        app.client
+            .get(app.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kty"], "OKP");
+    assert_eq!(keys[0]["crv"], "Ed25519");
+    assert_eq!(keys[0]["alg"], "EdDSA");
+    assert_eq!(keys[0]["x"].as_str().unwrap().len(), 43);
+}
+
+#[tokio::test]
+async fn a_restart_keeps_data_and_keys() {
+    let app = spawn_app().await;
+    let entity = app.create_entity("1000").await;
+    let token = app.admin_token.clone();
+    let app = app.restart().await;
+    // Migrations ran again without harm; the data and the signing key survived.
+    let response = app
+        .client
+        .get(app.url("/admin/entities"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let list = json(response).await;
+    assert_eq!(list["data"][0], entity);
+    let response = app
+        .get("/admin/entities/00000000-0000-4000-8000-000000000000")
+        .await;
+    assert_error(response, 404, "not-found").await;
+}
