@@ -53,7 +53,8 @@ type Handler = Result<HttpResponse, ApiError>;
 
 // --- entities ---------------------------------------------------------------
 
-async fn create_entity(_: Admin, core: web::Data<Core>, body: JsonObject) -> Handler {
+#[utoipa::path(post, path = "/admin/entities", tag = "admin", summary = "Create an entity", security(("bearer" = [])), request_body = super::openapi::NewEntityBody, responses((status = 201, description = "Created; `Location` names it", body = crate::services::entities::Entity), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
+pub(super) async fn create_entity(_: Admin, core: web::Data<Core>, body: JsonObject) -> Handler {
     let mut fields = Fields::new(&body);
     let input = NewEntity {
         entity_number: fields.required_str("entityNumber", rules::entity_number),
@@ -64,15 +65,18 @@ async fn create_entity(_: Admin, core: web::Data<Core>, body: JsonObject) -> Han
     Ok(created(format!("/admin/entities/{}", entity.id), &entity))
 }
 
-async fn list_entities(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
+#[utoipa::path(get, path = "/admin/entities", tag = "admin", summary = "List entities", security(("bearer" = [])), params(("limit" = Option<i64>, Query, description = "1 to 200, default 50"), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::EntityList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
+pub(super) async fn list_entities(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
     Ok(paged(entities::list(&core, query.page()?).await?))
 }
 
-async fn get_entity(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+#[utoipa::path(get, path = "/admin/entities/{id}", tag = "admin", summary = "Read an entity", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::entities::Entity), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn get_entity(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
     Ok(ok(&entities::get(&core, &id).await?))
 }
 
-async fn update_entity(
+#[utoipa::path(patch, path = "/admin/entities/{id}", tag = "admin", summary = "Change an entity", security(("bearer" = [])), params(("id" = String, Path)), request_body = super::openapi::EntityPatchBody, responses((status = 200, body = crate::services::entities::Entity), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+pub(super) async fn update_entity(
     _: Admin,
     core: web::Data<Core>,
     id: web::Path<String>,
@@ -87,14 +91,20 @@ async fn update_entity(
     Ok(ok(&entities::update(&core, &id, patch).await?))
 }
 
-async fn delete_entity(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+#[utoipa::path(delete, path = "/admin/entities/{id}", tag = "admin", summary = "Delete an entity without users or applications", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Deleted"), super::openapi::AuthErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+pub(super) async fn delete_entity(
+    _: Admin,
+    core: web::Data<Core>,
+    id: web::Path<String>,
+) -> Handler {
     entities::delete(&core, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 // --- applications -----------------------------------------------------------
 
-async fn create_application(
+#[utoipa::path(post, path = "/admin/entities/{id}/applications", tag = "admin", summary = "Create an application of an entity", security(("bearer" = [])), params(("id" = String, Path, description = "entity id")), request_body = super::openapi::NewApplicationBody, responses((status = 201, body = crate::services::applications::Application), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+pub(super) async fn create_application(
     _: Admin,
     core: web::Data<Core>,
     entity_id: web::Path<String>,
@@ -114,7 +124,8 @@ async fn create_application(
     ))
 }
 
-async fn list_applications(
+#[utoipa::path(get, path = "/admin/entities/{id}/applications", tag = "admin", summary = "List the applications of an entity", security(("bearer" = [])), params(("id" = String, Path, description = "entity id"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::ApplicationList), super::openapi::AuthErrors, super::openapi::QueryErrors, super::openapi::NotFoundError))]
+pub(super) async fn list_applications(
     _: Admin,
     core: web::Data<Core>,
     entity_id: web::Path<String>,
@@ -125,11 +136,17 @@ async fn list_applications(
     ))
 }
 
-async fn get_application(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+#[utoipa::path(get, path = "/admin/applications/{id}", tag = "admin", summary = "Read an application", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::applications::Application), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn get_application(
+    _: Admin,
+    core: web::Data<Core>,
+    id: web::Path<String>,
+) -> Handler {
     Ok(ok(&applications::get(&core, &id).await?))
 }
 
-async fn update_application(
+#[utoipa::path(patch, path = "/admin/applications/{id}", tag = "admin", summary = "Change an application", security(("bearer" = [])), params(("id" = String, Path)), request_body = super::openapi::ApplicationPatchBody, responses((status = 200, body = crate::services::applications::Application), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+pub(super) async fn update_application(
     _: Admin,
     core: web::Data<Core>,
     id: web::Path<String>,
@@ -145,14 +162,20 @@ async fn update_application(
     Ok(ok(&applications::update(&core, &id, patch).await?))
 }
 
-async fn delete_application(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+#[utoipa::path(delete, path = "/admin/applications/{id}", tag = "admin", summary = "Delete an application", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Deleted"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn delete_application(
+    _: Admin,
+    core: web::Data<Core>,
+    id: web::Path<String>,
+) -> Handler {
     applications::delete(&core, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 // --- users ------------------------------------------------------------------
 
-async fn create_user(_: Admin, core: web::Data<Core>, body: JsonObject) -> Handler {
+#[utoipa::path(post, path = "/admin/users", tag = "admin", summary = "Create a user", security(("bearer" = [])), request_body = super::openapi::NewUserBody, responses((status = 201, body = crate::services::users::User), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
+pub(super) async fn create_user(_: Admin, core: web::Data<Core>, body: JsonObject) -> Handler {
     let mut fields = Fields::new(&body);
     let entity_id = fields.optional_str("entityId", rules::uuid);
     let entity_number = fields.optional_str("entityNumber", rules::entity_number);
@@ -202,18 +225,21 @@ async fn create_user(_: Admin, core: web::Data<Core>, body: JsonObject) -> Handl
     Ok(created(format!("/admin/users/{}", user.id), &user))
 }
 
-async fn list_users(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
+#[utoipa::path(get, path = "/admin/users", tag = "admin", summary = "List users", security(("bearer" = [])), params(("entityId" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::UserList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
+pub(super) async fn list_users(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
     let entity_id = query
         .optional("entityId", rules::uuid)?
         .map(|id| id.to_ascii_lowercase());
     Ok(paged(users::list(&core, entity_id, query.page()?).await?))
 }
 
-async fn get_user(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+#[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", summary = "Read a user", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::users::User), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn get_user(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
     Ok(ok(&users::get(&core, &id).await?))
 }
 
-async fn update_user(
+#[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", summary = "Change a user", security(("bearer" = [])), params(("id" = String, Path)), request_body = super::openapi::UserPatchBody, responses((status = 200, body = crate::services::users::User), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+pub(super) async fn update_user(
     _: Admin,
     core: web::Data<Core>,
     id: web::Path<String>,
@@ -231,7 +257,8 @@ async fn update_user(
     Ok(ok(&users::update(&core, &id, patch).await?))
 }
 
-async fn set_user_password(
+#[utoipa::path(put, path = "/admin/users/{id}/password", tag = "admin", summary = "Set a user's password (hashed with argon2id)", security(("bearer" = [])), params(("id" = String, Path)), request_body = super::openapi::PasswordBody, responses((status = 204, description = "Password set"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError))]
+pub(super) async fn set_user_password(
     _: Admin,
     core: web::Data<Core>,
     id: web::Path<String>,
@@ -244,7 +271,8 @@ async fn set_user_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn delete_user(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
+#[utoipa::path(delete, path = "/admin/users/{id}", tag = "admin", summary = "Delete a user", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Deleted"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn delete_user(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
     users::delete(&core, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

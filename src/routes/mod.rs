@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod extract;
+pub mod openapi;
 pub mod ops;
 
 use actix_web::http::header;
@@ -16,6 +17,7 @@ use crate::services::Paged;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     ops::configure(cfg);
     admin::configure(cfg);
+    cfg.service(openapi::service());
 }
 
 /// The app's default service: no route matched.

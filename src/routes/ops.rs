@@ -18,12 +18,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The process is up and serving HTTP.
-async fn healthz() -> HttpResponse {
+#[utoipa::path(get, path = "/healthz", tag = "ops", summary = "The process is up", responses((status = 200, description = "`{\"status\":\"ok\"}`")))]
+pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// The database answers within two seconds.
-async fn readyz(core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "ops", summary = "The database answers", responses((status = 200, description = "`{\"status\":\"ready\"}`"), (status = 503, description = "`service-unavailable`", body = super::openapi::ErrorDocument, content_type = "application/vnd.api+json")))]
+pub(super) async fn readyz(core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
     let pool = core.db.pool().clone();
     let probe = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let mut conn = pool
@@ -41,13 +43,15 @@ async fn readyz(core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
     }
 }
 
-async fn metrics(core: web::Data<Core>) -> HttpResponse {
+#[utoipa::path(get, path = "/metrics", tag = "ops", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub(super) async fn metrics(core: web::Data<Core>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(telemetry::render_metrics(core.db.pool().state()))
 }
 
-async fn jwks(core: web::Data<Core>) -> HttpResponse {
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "ops", summary = "The public keys that verify Latchkey's tokens (JWK set, Ed25519)", responses((status = 200, description = "JWK set")))]
+pub(super) async fn jwks(core: web::Data<Core>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "public, max-age=60"))
         .json(core.tokens.jwks())

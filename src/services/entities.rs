@@ -9,7 +9,7 @@ use crate::db::entities::{self as rows, EntityChanges, EntityRow};
 use crate::db::violates_unique;
 use crate::error::ApiError;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Entity {
     pub id: String,

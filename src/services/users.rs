@@ -9,7 +9,7 @@ use crate::db::users::{self as rows, UserChanges, UserRow};
 use crate::db::{entities, violates_unique};
 use crate::error::ApiError;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     pub id: String,

@@ -11,4 +11,5 @@ mod auth;
 mod cli;
 mod errors;
 mod helpers;
+mod openapi;
 mod ops;

@@ -1,0 +1,107 @@
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::{json, spawn_app};
+
+/// Every route the server registers, as the API contract.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/.well-known/jwks.json"),
+    ("post", "/admin/entities"),
+    ("get", "/admin/entities"),
+    ("get", "/admin/entities/{id}"),
+    ("patch", "/admin/entities/{id}"),
+    ("delete", "/admin/entities/{id}"),
+    ("post", "/admin/entities/{id}/applications"),
+    ("get", "/admin/entities/{id}/applications"),
+    ("get", "/admin/applications/{id}"),
+    ("patch", "/admin/applications/{id}"),
+    ("delete", "/admin/applications/{id}"),
+    ("post", "/admin/users"),
+    ("get", "/admin/users"),
+    ("get", "/admin/users/{id}"),
+    ("patch", "/admin/users/{id}"),
+    ("delete", "/admin/users/{id}"),
+    ("put", "/admin/users/{id}/password"),
+];
+
+fn operations(spec: &Value) -> BTreeSet<(String, String)> {
+    let mut found = BTreeSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                found.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let spec = json(response).await;
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+    let expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(operations(&spec), expected);
+
+    // And every documented operation is routed by the server: it never
+    // answers "no route" or "method not allowed".
+    let some_id = "00000000-0000-4000-8000-000000000000";
+    for (method, path) in operations(&spec) {
+        let url = app.url(&path.replace("{id}", some_id));
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method.clone(), &url)
+            .bearer_auth(&app.admin_token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_ne!(status, 405, "{method} {path}: {body}");
+        assert!(
+            !body.contains("There is no route"),
+            "{method} {path}: {body}"
+        );
+    }
+
+    // Every error response is documented as a JSON:API error document.
+    let errors_documented = spec["paths"]["/admin/users"]["post"]["responses"]["422"]["content"]
+        ["application/vnd.api+json"]["schema"]["$ref"]
+        .as_str()
+        .unwrap();
+    assert_eq!(errors_documented, "#/components/schemas/ErrorDocument");
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_without_a_cdn() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(!html.contains("https://"), "no external assets: {html}");
+    let css = app
+        .client
+        .get(app.url("/docs/swagger-ui.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), 200);
+}
