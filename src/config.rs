@@ -50,6 +50,26 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("max_body_bytes", "65536", "largest accepted request body"),
     ("workers", "number of cores", "HTTP worker threads"),
     (
+        "templates_dir",
+        "built-in copies of templates/",
+        "folder holding email/ templates to use instead",
+    ),
+    (
+        "outbox_max_attempts",
+        "8",
+        "delivery attempts before a mail is dead",
+    ),
+    (
+        "outbox_retry_base_secs",
+        "30",
+        "first retry delay, doubling per attempt",
+    ),
+    (
+        "outbox_poll_ms",
+        "1000",
+        "how often the delivery worker looks for due mail",
+    ),
+    (
         "argon2_memory_kib",
         "19456",
         "argon2id memory cost (OWASP: 19 MiB)",
@@ -78,6 +98,13 @@ pub struct Argon2Settings {
 }
 
 #[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    pub max_attempts: i32,
+    pub retry_base_secs: u64,
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
@@ -93,6 +120,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
     pub workers: Option<usize>,
+    pub templates_dir: Option<PathBuf>,
+    pub outbox: OutboxSettings,
     pub argon2: Argon2Settings,
 }
 
@@ -138,7 +167,13 @@ impl Settings {
     }
 
     fn from_raw(raw: &BTreeMap<&'static str, RawValue>) -> Result<Self, ConfigError> {
-        let get = |key: &str| raw.get(key);
+        let get = |key: &str| {
+            debug_assert!(
+                SETTINGS.iter().any(|(k, _, _)| *k == key),
+                "setting {key} is missing from SETTINGS"
+            );
+            raw.get(key)
+        };
         let text = |key: &str, default: &str| -> Result<String, ConfigError> {
             match get(key) {
                 Some(v) if v.value.trim().is_empty() => {
@@ -241,6 +276,25 @@ impl Settings {
             None => None,
             Some(_) => Some(number("workers", 1, 1, 512)? as usize),
         };
+        let templates_dir = match get("templates_dir") {
+            Some(v) if !v.value.trim().is_empty() => {
+                let dir = PathBuf::from(v.value.trim());
+                if !dir.join("email").is_dir() {
+                    return Err(ConfigError(format!(
+                        "{}: {} has no email/ folder (point it at a copy of the templates/ folder)",
+                        v.origin,
+                        dir.display()
+                    )));
+                }
+                Some(dir)
+            }
+            _ => None,
+        };
+        let outbox = OutboxSettings {
+            max_attempts: number("outbox_max_attempts", 8, 1, 100)? as i32,
+            retry_base_secs: number("outbox_retry_base_secs", 30, 1, 86_400)?,
+            poll_interval_ms: number("outbox_poll_ms", 1000, 10, 60_000)?,
+        };
         let argon2 = Argon2Settings {
             memory_kib: number("argon2_memory_kib", 19_456, 8, 4 * 1024 * 1024)? as u32,
             iterations: number("argon2_iterations", 2, 1, 100)? as u32,
@@ -261,6 +315,8 @@ impl Settings {
             log_format,
             max_body_bytes,
             workers,
+            templates_dir,
+            outbox,
             argon2,
         })
     }

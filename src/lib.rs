@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod mailer;
 pub mod passwords;
 pub mod routes;
 pub mod services;

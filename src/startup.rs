@@ -5,6 +5,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
@@ -12,6 +14,7 @@ use actix_web::{App, HttpServer, web};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::db::{Db, DbSetupError};
+use crate::mailer::{Mailer, outbox};
 use crate::passwords::PasswordHasher;
 use crate::routes;
 use crate::services::Core;
@@ -39,6 +42,8 @@ pub enum StartupError {
     Database(#[from] DbSetupError),
     #[error("cannot prepare the signing keys: {0}")]
     Keys(String),
+    #[error("{0}")]
+    Mail(String),
     #[error("LATCHKEY_ARGON2_*: {0}")]
     Hasher(String),
     #[error("LATCHKEY_BIND: cannot listen on {addr}: {source}")]
@@ -71,6 +76,7 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
     .await
     .map_err(|e| StartupError::Keys(e.to_string()))??;
 
+    let mailer = Mailer::new(&settings).map_err(|e| StartupError::Mail(e.to_string()))?;
     let hasher =
         PasswordHasher::new(&settings.argon2).map_err(|e| StartupError::Hasher(e.to_string()))?;
     let tokens = TokenService::load(db.clone(), settings.issuer.clone(), clock.clone())
@@ -82,6 +88,7 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
         clock,
         hasher,
         tokens,
+        mailer,
     })
 }
 
@@ -89,6 +96,8 @@ pub struct Application {
     port: u16,
     server: Server,
     core: web::Data<Core>,
+    /// Stops the background tasks when the server stops.
+    stop: watch::Sender<bool>,
 }
 
 impl Application {
@@ -122,8 +131,15 @@ impl Application {
             })?
             .run();
 
-        spawn_key_refresh(core.clone());
-        Ok(Self { port, server, core })
+        let (stop, stopped) = watch::channel(false);
+        spawn_key_refresh(core.clone(), stopped.clone());
+        outbox::spawn_worker(core.clone(), stopped);
+        Ok(Self {
+            port,
+            server,
+            core,
+            stop,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -140,17 +156,22 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM (graceful: in-flight requests finish).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        let _ = self.stop.send(true);
+        result
     }
 }
 
 /// Picks up keys added by `latchkey rotate-key` or another instance.
-fn spawn_key_refresh(core: web::Data<Core>) {
+fn spawn_key_refresh(core: web::Data<Core>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(60));
         interval.tick().await;
         loop {
-            interval.tick().await;
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = stop.changed() => break,
+            }
             if let Err(err) = core.tokens.reload().await {
                 tracing::warn!(error = %err, "reloading signing keys failed");
             }

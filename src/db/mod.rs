@@ -4,6 +4,7 @@
 
 pub mod applications;
 pub mod entities;
+pub mod outbox;
 pub mod schema;
 pub mod signing_keys;
 pub mod users;
@@ -170,4 +171,37 @@ pub fn violates_unique(err: &diesel::result::Error, table: &str, column: &str) -
     };
     let constraint = info.constraint_name().unwrap_or_default();
     constraint.contains(column) || info.message().contains(&format!("{table}.{column}"))
+}
+
+/// Runs `work` in a transaction that writes. On SQLite it starts with
+/// `BEGIN IMMEDIATE`: a deferred transaction that reads first and writes
+/// later fails with "database is locked" under concurrency instead of
+/// waiting for the busy timeout.
+pub fn write_tx<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    match conn {
+        DbConnection::Postgresql(_) => conn.transaction(work),
+        DbConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+            match work(conn) {
+                Ok(value) => {
+                    <DbConnection as Connection>::TransactionManager::commit_transaction(conn)?;
+                    Ok(value)
+                }
+                Err(err) => {
+                    // The work's error is the one to report; a failed
+                    // rollback leaves the connection broken, and the pool
+                    // discards it.
+                    let _ = <DbConnection as Connection>::TransactionManager::rollback_transaction(
+                        conn,
+                    );
+                    Err(err)
+                }
+            }
+        }
+    }
 }

@@ -94,17 +94,21 @@ diesel::table! {
     outbox (id) {
         id -> Text,
         kind -> Text,
+        language -> Text,
         recipient -> Text,
         subject -> Text,
         body_text -> Nullable<Text>,
         body_html -> Nullable<Text>,
+        context -> Text,
         message_id -> Text,
         status -> Text,
         attempts -> Integer,
         next_attempt_at -> Timestamp,
+        lease_owner -> Nullable<Text>,
         lease_until -> Nullable<Timestamp>,
         last_error -> Nullable<Text>,
         created_at -> Timestamp,
+        updated_at -> Timestamp,
         sent_at -> Nullable<Timestamp>,
     }
 }

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::services::applications::{self, ApplicationPatch, NewApplication};
 use crate::services::entities::{self, EntityPatch, NewEntity};
 use crate::services::users::{self, EntityRef, NewUser, UserPatch};
-use crate::services::{Core, rules};
+use crate::services::{Core, outbox, rules};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -46,7 +46,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(update_user))
             .route(web::delete().to(delete_user)),
     )
-    .service(web::resource("/admin/users/{id}/password").route(web::put().to(set_user_password)));
+    .service(web::resource("/admin/users/{id}/password").route(web::put().to(set_user_password)))
+    .service(web::resource("/admin/outbox").route(web::get().to(list_outbox)))
+    .service(web::resource("/admin/outbox/{id}/retry").route(web::post().to(retry_outbox)));
 }
 
 type Handler = Result<HttpResponse, ApiError>;
@@ -275,4 +277,28 @@ pub(super) async fn set_user_password(
 pub(super) async fn delete_user(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
     users::delete(&core, &id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+// --- mail outbox ------------------------------------------------------------
+
+fn outbox_status(value: &str) -> Result<(), String> {
+    match value {
+        "pending" | "sent" | "dead" => Ok(()),
+        _ => Err("must be one of pending, sent, dead".into()),
+    }
+}
+
+#[utoipa::path(get, path = "/admin/outbox", tag = "admin", summary = "List queued, sent and dead mails (without bodies)", security(("bearer" = [])), params(("status" = Option<String>, Query, description = "pending, sent or dead"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::OutboxList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
+pub(super) async fn list_outbox(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
+    let status = query.optional("status", outbox_status)?;
+    Ok(paged(outbox::list(&core, status, query.page()?).await?))
+}
+
+#[utoipa::path(post, path = "/admin/outbox/{id}/retry", tag = "admin", summary = "Queue a dead mail again (not for mails that carried a one-time code)", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::outbox::OutboxEntry), super::openapi::AuthErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+pub(super) async fn retry_outbox(
+    _: Admin,
+    core: web::Data<Core>,
+    id: web::Path<String>,
+) -> Handler {
+    Ok(ok(&outbox::retry(&core, &id).await?))
 }

@@ -189,6 +189,12 @@ pub struct UserList {
     pub meta: ListMeta,
 }
 
+#[derive(ToSchema)]
+pub struct OutboxList {
+    pub data: Vec<crate::services::outbox::OutboxEntry>,
+    pub meta: ListMeta,
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -225,6 +231,8 @@ impl Modify for BearerAuth {
         super::admin::update_user,
         super::admin::delete_user,
         super::admin::set_user_password,
+        super::admin::list_outbox,
+        super::admin::retry_outbox,
     ),
     tags(
         (name = "ops", description = "Health, readiness, metrics and signing keys"),

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use diesel::connection::SimpleConnection;
 use serde_json::json;
 
+use crate::db::outbox as outbox_rows;
 use crate::error::ApiError;
 use crate::services::Core;
 use crate::telemetry;
@@ -45,6 +46,32 @@ pub(super) async fn readyz(core: web::Data<Core>) -> Result<HttpResponse, ApiErr
 
 #[utoipa::path(get, path = "/metrics", tag = "ops", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(super) async fn metrics(core: web::Data<Core>) -> HttpResponse {
+    let now = core.now();
+    let outbox = core
+        .db
+        .run(move |conn| -> Result<_, ApiError> {
+            let by_status = outbox_rows::count_by_status(conn)?;
+            let oldest = outbox_rows::oldest_pending(conn)?;
+            Ok((
+                by_status,
+                oldest.map(|t| (now - t).num_milliseconds() as f64 / 1000.0),
+            ))
+        })
+        .await;
+    match outbox {
+        Ok((by_status, oldest_age)) => {
+            for status in [outbox_rows::PENDING, outbox_rows::SENT, outbox_rows::DEAD] {
+                let count = by_status
+                    .iter()
+                    .find(|(s, _)| s == status)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("latchkey_outbox_depth", "status" => status).set(count as f64);
+            }
+            metrics::gauge!("latchkey_outbox_oldest_pending_age_seconds")
+                .set(oldest_age.unwrap_or(0.0));
+        }
+        Err(err) => tracing::warn!(error = %err, "outbox metrics unavailable"),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(telemetry::render_metrics(core.db.pool().state()))

@@ -4,6 +4,7 @@
 
 pub mod applications;
 pub mod entities;
+pub mod outbox;
 pub mod rules;
 pub mod users;
 
@@ -16,6 +17,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::mailer::Mailer;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenService;
 
@@ -26,6 +28,7 @@ pub struct Core {
     pub clock: Arc<dyn Clock>,
     pub hasher: PasswordHasher,
     pub tokens: TokenService,
+    pub mailer: Mailer,
 }
 
 impl Core {

@@ -13,6 +13,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 use uuid::Uuid;
 
+use crate::smtp::SmtpServer;
+
 pub const POSTGRES_ENV: &str = "LATCHKEY_TEST_POSTGRES_URL";
 
 /// A database of one test, dropped with it.
@@ -81,6 +83,8 @@ impl TestDatabase {
             ("LATCHKEY_DB_POOL_SIZE".into(), "4".into()),
             ("LATCHKEY_WORKERS".into(), "1".into()),
             ("LATCHKEY_LOG".into(), "warn".into()),
+            // Retries made due by moving the clock are picked up quickly.
+            ("LATCHKEY_OUTBOX_POLL_MS".into(), "50".into()),
             // Cheap hashing keeps the suite fast; the default cost is
             // exercised by the benchmark.
             ("LATCHKEY_ARGON2_MEMORY_KIB".into(), "64".into()),
@@ -103,6 +107,7 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub address: String,
+    pub smtp: SmtpServer,
     pub client: reqwest::Client,
     pub admin_token: String,
     pub clock: ManualClock,
@@ -112,18 +117,31 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Arc::new(TestDatabase::new()), &[]).await
+    spawn_app_with(Arc::new(TestDatabase::new()), SmtpServer::start(), &[]).await
 }
 
-/// Starts the app on `db` with extra `LATCHKEY_*` settings.
-pub async fn spawn_app_with(db: Arc<TestDatabase>, extra_env: &[(&str, &str)]) -> TestApp {
+/// Starts the app on `db`, sending mail to `smtp`, with extra `LATCHKEY_*`
+/// settings.
+pub async fn spawn_app_with(
+    db: Arc<TestDatabase>,
+    smtp: SmtpServer,
+    extra_env: &[(&str, &str)],
+) -> TestApp {
     let mut env = db.env();
+    env.push(("LATCHKEY_SMTP_URL".into(), smtp.url()));
     env.extend(
         extra_env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
+    // TEST_LOG=debug shows the server's log of a failing test.
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        env.push(("LATCHKEY_LOG".into(), filter));
+    }
     let settings = Settings::from_sources(None, env).expect("test settings");
+    if std::env::var("TEST_LOG").is_ok() {
+        latchkey::telemetry::init_tracing(&settings, true);
+    }
     let clock = ManualClock::new(Utc::now());
     let app = Application::build(
         settings,
@@ -143,6 +161,7 @@ pub async fn spawn_app_with(db: Arc<TestDatabase>, extra_env: &[(&str, &str)]) -
         .expect("an admin token");
     TestApp {
         address,
+        smtp,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -158,10 +177,16 @@ pub async fn spawn_app_with(db: Arc<TestDatabase>, extra_env: &[(&str, &str)]) -
 impl TestApp {
     /// Stops the server and starts a new one over the same database.
     pub async fn restart(self) -> TestApp {
+        self.restart_with(&[]).await
+    }
+
+    /// Stops the server (and its delivery worker) and starts a new one over
+    /// the same database and SMTP server, with extra settings.
+    pub async fn restart_with(self, extra_env: &[(&str, &str)]) -> TestApp {
         self.handle.stop(true).await;
-        let db = self.db.clone();
+        let (db, smtp) = (self.db.clone(), self.smtp.clone());
         drop(self);
-        spawn_app_with(db, &[]).await
+        spawn_app_with(db, smtp, extra_env).await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -11,5 +11,7 @@ mod auth;
 mod cli;
 mod errors;
 mod helpers;
+mod mail;
 mod openapi;
 mod ops;
+mod smtp;

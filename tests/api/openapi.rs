@@ -27,6 +27,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/admin/users/{id}"),
     ("delete", "/admin/users/{id}"),
     ("put", "/admin/users/{id}/password"),
+    ("get", "/admin/outbox"),
+    ("post", "/admin/outbox/{id}/retry"),
 ];
 
 fn operations(spec: &Value) -> BTreeSet<(String, String)> {

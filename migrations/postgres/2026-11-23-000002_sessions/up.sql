@@ -46,18 +46,25 @@ CREATE INDEX otp_challenges_user_idx ON otp_challenges (user_id, purpose);
 CREATE TABLE outbox (
     id TEXT PRIMARY KEY NOT NULL,
     kind TEXT NOT NULL,
+    language TEXT NOT NULL,
     recipient TEXT NOT NULL,
     subject TEXT NOT NULL,
-    -- Scrubbed (set to NULL) once the row is sent or dead.
+    -- Rendered bodies (they may hold a one-time code): set to NULL once the
+    -- row is sent or dead.
     body_text TEXT,
     body_html TEXT,
+    -- The template variables without secrets, to render a notice again.
+    context TEXT NOT NULL DEFAULT '{}',
     message_id TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'dead')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TIMESTAMP NOT NULL,
+    -- A worker's claim: another worker takes the row only after lease_until.
+    lease_owner TEXT,
     lease_until TIMESTAMP,
     last_error TEXT,
     created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
     sent_at TIMESTAMP
 );
 CREATE INDEX outbox_due_idx ON outbox (status, next_attempt_at);

@@ -1,0 +1,122 @@
+//! Where mail goes: an SMTP relay (lettre over tokio, pooled, with
+//! timeouts) or, with no relay configured, `.eml` files in a folder.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+pub enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Files(AsyncFileTransport<Tokio1Executor>),
+}
+
+/// Why a send failed, in words an operator can act on.
+#[derive(Debug)]
+pub struct SendError {
+    /// Retrying cannot help (the relay refused this mail for good).
+    pub permanent: bool,
+    pub message: String,
+}
+
+/// `smtp://` means STARTTLS when the relay offers it; `?tls=none` forces
+/// plain text (a local relay); `?tls=required` and `smtps://` insist on TLS.
+fn lettre_url(url: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    let tls = params.iter().find_map(|p| p.strip_prefix("tls="));
+    match (base.starts_with("smtp://"), tls) {
+        (true, None) => params.push("tls=opportunistic"),
+        (_, Some("none")) => params.retain(|p| *p != "tls=none"),
+        _ => {}
+    }
+    if params.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", params.join("&"))
+    }
+}
+
+impl Transport {
+    pub fn smtp(url: &str) -> Result<Self, String> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&lettre_url(url))
+            .map_err(|e| format!("LATCHKEY_SMTP_URL: {e}"))?
+            .timeout(Some(Duration::from_secs(15)))
+            .pool_config(
+                PoolConfig::new()
+                    .max_size(8)
+                    .idle_timeout(Duration::from_secs(60)),
+            )
+            .build();
+        Ok(Self::Smtp(transport))
+    }
+
+    pub fn files(dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the mail folder {}: {e}", dir.display()))?;
+        Ok(Self::Files(AsyncFileTransport::new(dir)))
+    }
+
+    pub async fn send(&self, message: Message) -> Result<(), SendError> {
+        match self {
+            Self::Smtp(smtp) => smtp
+                .send(message)
+                .await
+                .map(drop)
+                .map_err(describe_smtp_error),
+            Self::Files(files) => files.send(message).await.map(drop).map_err(|e| SendError {
+                permanent: false,
+                message: format!("writing the .eml file failed: {e}"),
+            }),
+        }
+    }
+}
+
+fn describe_smtp_error(err: lettre::transport::smtp::Error) -> SendError {
+    let code = err.status().map(|c| c.to_string());
+    let auth_refused = matches!(code.as_deref(), Some("530" | "534" | "535" | "538"));
+    let message = if err.is_tls() {
+        format!(
+            "TLS with the relay failed ({err}); if the relay expects implicit TLS use smtps:// (usually port 465), \
+             for STARTTLS use smtp:// (usually 587), for a plain local relay add ?tls=none"
+        )
+    } else if auth_refused {
+        format!(
+            "the relay refused the login ({err}); check the user and password in LATCHKEY_SMTP_URL"
+        )
+    } else if err.is_timeout() {
+        format!("the relay did not answer in time ({err})")
+    } else if err.is_permanent() {
+        format!("the relay rejected the mail for good ({err})")
+    } else if err.is_transient() {
+        format!("the relay asked to try again later ({err})")
+    } else {
+        format!(
+            "cannot talk to the relay ({err}); is it running and reachable, and is the port right?"
+        )
+    };
+    SendError {
+        permanent: err.is_permanent() && !auth_refused,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lettre_url;
+
+    #[test]
+    fn urls_map_to_lettre_tls_modes() {
+        assert_eq!(
+            lettre_url("smtp://relay:587"),
+            "smtp://relay:587?tls=opportunistic"
+        );
+        assert_eq!(lettre_url("smtp://relay:25?tls=none"), "smtp://relay:25");
+        assert_eq!(
+            lettre_url("smtp://u:p@relay?tls=required"),
+            "smtp://u:p@relay?tls=required"
+        );
+        assert_eq!(lettre_url("smtps://relay"), "smtps://relay");
+    }
+}
