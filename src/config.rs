@@ -70,6 +70,45 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "how often the delivery worker looks for due mail",
     ),
     (
+        "secret",
+        "generated once, kept in the database",
+        "at least 32 characters; keys the OTP hashes",
+    ),
+    (
+        "session_lifetime_secs",
+        "43200",
+        "lifetime of a session (12 h)",
+    ),
+    ("otp_length", "6", "digits of an emailed code (6 to 8)"),
+    ("otp_ttl_secs", "300", "how long a code stays valid"),
+    ("otp_max_attempts", "5", "wrong tries that burn a code"),
+    (
+        "otp_resend_cooldown_secs",
+        "30",
+        "least time between two codes for one session",
+    ),
+    (
+        "expose_otp",
+        "false",
+        "return the code to user tokens too (for development)",
+    ),
+    (
+        "lockout_threshold",
+        "10",
+        "failed password checks that lock a user",
+    ),
+    (
+        "lockout_window_secs",
+        "900",
+        "window in which failures are counted",
+    ),
+    ("lockout_secs", "900", "how long a lock lasts"),
+    (
+        "rate_limit_per_minute",
+        "60",
+        "requests per client IP and minute on login and OTP calls; 0 is off",
+    ),
+    (
         "argon2_memory_kib",
         "19456",
         "argon2id memory cost (OWASP: 19 MiB)",
@@ -105,6 +144,22 @@ pub struct OutboxSettings {
 }
 
 #[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Given by LATCHKEY_SECRET; otherwise one is kept in the database.
+    pub secret: Option<String>,
+    pub session_lifetime_secs: i64,
+    pub otp_length: u32,
+    pub otp_ttl_secs: i64,
+    pub otp_max_attempts: i32,
+    pub otp_resend_cooldown_secs: i64,
+    pub expose_otp: bool,
+    pub lockout_threshold: i32,
+    pub lockout_window_secs: i64,
+    pub lockout_secs: i64,
+    pub rate_limit_per_minute: u32,
+}
+
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
@@ -122,6 +177,7 @@ pub struct Settings {
     pub workers: Option<usize>,
     pub templates_dir: Option<PathBuf>,
     pub outbox: OutboxSettings,
+    pub auth: AuthSettings,
     pub argon2: Argon2Settings,
 }
 
@@ -295,6 +351,43 @@ impl Settings {
             retry_base_secs: number("outbox_retry_base_secs", 30, 1, 86_400)?,
             poll_interval_ms: number("outbox_poll_ms", 1000, 10, 60_000)?,
         };
+        let flag = |key: &str, default: bool| -> Result<bool, ConfigError> {
+            match get(key) {
+                None => Ok(default),
+                Some(v) => match v.value.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Ok(true),
+                    "false" | "0" | "no" | "off" => Ok(false),
+                    _ => Err(ConfigError(format!(
+                        "{}: expected true or false, got {:?}",
+                        v.origin, v.value
+                    ))),
+                },
+            }
+        };
+        let secret = match get("secret") {
+            None => None,
+            Some(v) if v.value.chars().count() < 32 => {
+                return Err(ConfigError(format!(
+                    "{}: must be at least 32 characters (e.g. the output of `openssl rand -hex 32`)",
+                    v.origin
+                )));
+            }
+            Some(v) => Some(v.value.clone()),
+        };
+        let auth = AuthSettings {
+            secret,
+            session_lifetime_secs: number("session_lifetime_secs", 43_200, 60, 365 * 86_400)?
+                as i64,
+            otp_length: number("otp_length", 6, 6, 8)? as u32,
+            otp_ttl_secs: number("otp_ttl_secs", 300, 30, 86_400)? as i64,
+            otp_max_attempts: number("otp_max_attempts", 5, 1, 100)? as i32,
+            otp_resend_cooldown_secs: number("otp_resend_cooldown_secs", 30, 0, 3600)? as i64,
+            expose_otp: flag("expose_otp", false)?,
+            lockout_threshold: number("lockout_threshold", 10, 1, 1000)? as i32,
+            lockout_window_secs: number("lockout_window_secs", 900, 1, 86_400)? as i64,
+            lockout_secs: number("lockout_secs", 900, 1, 86_400 * 30)? as i64,
+            rate_limit_per_minute: number("rate_limit_per_minute", 60, 0, 1_000_000)? as u32,
+        };
         let argon2 = Argon2Settings {
             memory_kib: number("argon2_memory_kib", 19_456, 8, 4 * 1024 * 1024)? as u32,
             iterations: number("argon2_iterations", 2, 1, 100)? as u32,
@@ -317,6 +410,7 @@ impl Settings {
             workers,
             templates_dir,
             outbox,
+            auth,
             argon2,
         })
     }

@@ -25,6 +25,21 @@ pub enum ErrorCode {
     Conflict,
     ServiceUnavailable,
     Internal,
+    /// Wrong login name or password (the two are not told apart).
+    InvalidCredentials,
+    /// A wrong password or PIN for an action of a signed-in user.
+    CredentialsRefused,
+    UserNotFound,
+    MissingEmail,
+    SessionClosed,
+    OtpResendTooSoon,
+    OtpNotVerified,
+    OtpInvalid,
+    OtpExpired,
+    OtpAttemptsExceeded,
+    UserLocked,
+    RateLimited,
+    WeakPin,
 }
 
 impl ErrorCode {
@@ -41,6 +56,18 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::ServiceUnavailable => "service-unavailable",
             Self::Internal => "internal-error",
+            Self::InvalidCredentials | Self::CredentialsRefused => "invalid-credentials",
+            Self::UserNotFound => "user-not-found",
+            Self::MissingEmail => "missing-email",
+            Self::SessionClosed => "session-closed",
+            Self::OtpResendTooSoon => "otp-resend-too-soon",
+            Self::OtpNotVerified => "otp-not-verified",
+            Self::OtpInvalid => "otp-invalid",
+            Self::OtpExpired => "otp-expired",
+            Self::OtpAttemptsExceeded => "otp-attempts-exceeded",
+            Self::UserLocked => "user-locked",
+            Self::RateLimited => "rate-limited",
+            Self::WeakPin => "weak-pin",
         }
     }
 
@@ -57,6 +84,17 @@ impl ErrorCode {
             Self::Conflict => StatusCode::CONFLICT,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::CredentialsRefused | Self::OtpNotVerified => StatusCode::FORBIDDEN,
+            Self::UserNotFound | Self::OtpInvalid => StatusCode::NOT_FOUND,
+            Self::MissingEmail => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SessionClosed => StatusCode::CONFLICT,
+            Self::OtpExpired => StatusCode::GONE,
+            Self::OtpResendTooSoon
+            | Self::OtpAttemptsExceeded
+            | Self::UserLocked
+            | Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::WeakPin => StatusCode::NOT_ACCEPTABLE,
         }
     }
 
@@ -74,6 +112,18 @@ impl ErrorCode {
             Self::Conflict => "Conflict",
             Self::ServiceUnavailable => "Service unavailable",
             Self::Internal => "Internal server error",
+            Self::InvalidCredentials | Self::CredentialsRefused => "Invalid credentials",
+            Self::UserNotFound => "User not found",
+            Self::MissingEmail => "The user has no email address",
+            Self::SessionClosed => "The session is closed",
+            Self::OtpResendTooSoon => "A new code was asked for too soon",
+            Self::OtpNotVerified => "The login code has not been verified",
+            Self::OtpInvalid => "The code is not valid",
+            Self::OtpExpired => "The code has expired",
+            Self::OtpAttemptsExceeded => "Too many wrong codes",
+            Self::UserLocked => "The user is locked",
+            Self::RateLimited => "Too many requests",
+            Self::WeakPin => "The PIN is too easy to guess",
         }
     }
 
@@ -90,6 +140,7 @@ impl ErrorCode {
             413 => Self::PayloadTooLarge,
             415 => Self::UnsupportedMediaType,
             422 => Self::ValidationFailed,
+            429 => Self::RateLimited,
             503 => Self::ServiceUnavailable,
             _ => Self::Internal,
         }
@@ -281,7 +332,10 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        if self.code == ErrorCode::Unauthorized {
+        if matches!(
+            self.code,
+            ErrorCode::Unauthorized | ErrorCode::InvalidCredentials
+        ) {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
         let mut response = response.body(json!({ "errors": errors }).to_string());

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod mailer;
+pub mod otp;
 pub mod passwords;
 pub mod routes;
 pub mod services;

@@ -13,11 +13,14 @@ use actix_web::{App, HttpServer, web};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::db::server_secrets;
 use crate::db::{Db, DbSetupError};
 use crate::mailer::{Mailer, outbox};
+use crate::otp::OtpKey;
 use crate::passwords::PasswordHasher;
 use crate::routes;
 use crate::services::Core;
+use crate::services::rate_limit::RateLimiter;
 use crate::telemetry;
 use crate::tokens::{self, TokenService};
 
@@ -44,6 +47,10 @@ pub enum StartupError {
     Keys(String),
     #[error("{0}")]
     Mail(String),
+    #[error("database: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     #[error("LATCHKEY_ARGON2_*: {0}")]
     Hasher(String),
     #[error("LATCHKEY_BIND: cannot listen on {addr}: {source}")]
@@ -76,9 +83,19 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
     .await
     .map_err(|e| StartupError::Keys(e.to_string()))??;
 
+    let otp_key = load_otp_key(&db, &settings, clock.as_ref()).await?;
+    let rate_limiter = RateLimiter::new(settings.auth.rate_limit_per_minute);
     let mailer = Mailer::new(&settings).map_err(|e| StartupError::Mail(e.to_string()))?;
     let hasher =
         PasswordHasher::new(&settings.argon2).map_err(|e| StartupError::Hasher(e.to_string()))?;
+    let dummy_hasher = hasher.clone();
+    let dummy_hash = tokio::task::spawn_blocking(move || {
+        let random_password = uuid::Uuid::new_v4().to_string();
+        dummy_hasher.hash(&random_password)
+    })
+    .await
+    .map_err(|e| StartupError::Hasher(e.to_string()))?
+    .map_err(|e| StartupError::Hasher(e.to_string()))?;
     let tokens = TokenService::load(db.clone(), settings.issuer.clone(), clock.clone())
         .await
         .map_err(|e| StartupError::Keys(e.to_string()))?;
@@ -88,8 +105,37 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
         clock,
         hasher,
         tokens,
-        mailer,
+        mailer: Arc::new(mailer),
+        otp_key,
+        rate_limiter,
+        dummy_hash,
     })
+}
+
+/// The OTP HMAC key: LATCHKEY_SECRET when set, else a random secret kept
+/// in the database so that every instance on it agrees.
+async fn load_otp_key(
+    db: &Db,
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> Result<OtpKey, StartupError> {
+    let secret = match &settings.auth.secret {
+        Some(secret) => secret.as_bytes().to_vec(),
+        None => {
+            let now = clock.now().naive_utc();
+            db.run(move |conn| {
+                server_secrets::get_or_create(
+                    conn,
+                    "otp_hmac",
+                    || rand::random::<[u8; 32]>().to_vec(),
+                    now,
+                )
+                .map_err(|e| StartupError::Keys(format!("the OTP secret: {e}")))
+            })
+            .await?
+        }
+    };
+    OtpKey::new(&secret).map_err(|e| StartupError::Keys(format!("LATCHKEY_SECRET: {e}")))
 }
 
 pub struct Application {

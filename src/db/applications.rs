@@ -68,3 +68,15 @@ pub fn update(
 pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {
     diesel::delete(applications::table.find(id)).execute(conn)
 }
+
+pub fn find_by_name(
+    conn: &mut DbConnection,
+    entity_id: &str,
+    name: &str,
+) -> QueryResult<Option<ApplicationRow>> {
+    applications::table
+        .filter(applications::entity_id.eq(entity_id))
+        .filter(applications::application_name.eq(name))
+        .first(conn)
+        .optional()
+}

@@ -3,9 +3,13 @@
 //! once against [`DbConnection`]; backend differences stay in this folder.
 
 pub mod applications;
+pub mod audit;
+pub mod challenges;
 pub mod entities;
 pub mod outbox;
 pub mod schema;
+pub mod server_secrets;
+pub mod sessions;
 pub mod signing_keys;
 pub mod users;
 

@@ -34,6 +34,9 @@ diesel::table! {
         preferred_language -> Text,
         password_hash -> Nullable<Text>,
         pin_hash -> Nullable<Text>,
+        failed_logins -> Integer,
+        failed_logins_since -> Nullable<Timestamp>,
+        locked_until -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
     }
@@ -45,6 +48,14 @@ diesel::table! {
         algorithm -> Text,
         private_key -> Binary,
         public_key -> Binary,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    server_secrets (name) {
+        name -> Text,
+        value -> Binary,
         created_at -> Timestamp,
     }
 }
@@ -135,6 +146,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     applications,
     users,
     signing_keys,
+    server_secrets,
     sessions,
     otp_challenges,
     outbox,

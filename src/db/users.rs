@@ -16,6 +16,9 @@ pub struct UserRow {
     pub preferred_language: String,
     pub password_hash: Option<String>,
     pub pin_hash: Option<String>,
+    pub failed_logins: i32,
+    pub failed_logins_since: Option<NaiveDateTime>,
+    pub locked_until: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -73,4 +76,66 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: &UserChanges) -> Query
 
 pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {
     diesel::delete(users::table.find(id)).execute(conn)
+}
+
+pub fn find_by_login_name(
+    conn: &mut DbConnection,
+    login_name: &str,
+) -> QueryResult<Option<UserRow>> {
+    users::table
+        .filter(users::login_name.eq(login_name))
+        .first(conn)
+        .optional()
+}
+
+pub fn find_by_entity_and_employee(
+    conn: &mut DbConnection,
+    entity_number: &str,
+    employee_number: &str,
+) -> QueryResult<Option<UserRow>> {
+    use super::schema::entities;
+    users::table
+        .inner_join(entities::table)
+        .filter(entities::entity_number.eq(entity_number))
+        .filter(users::employee_number.eq(employee_number))
+        .select(users::all_columns)
+        .first(conn)
+        .optional()
+}
+
+/// Stores the failure count of the current window and the lock, if any.
+pub fn set_login_failures(
+    conn: &mut DbConnection,
+    id: &str,
+    failed_logins: i32,
+    since: Option<NaiveDateTime>,
+    locked_until: Option<NaiveDateTime>,
+) -> QueryResult<usize> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::failed_logins.eq(failed_logins),
+            users::failed_logins_since.eq(since),
+            users::locked_until.eq(locked_until),
+        ))
+        .execute(conn)
+}
+
+pub fn set_pin_hash(
+    conn: &mut DbConnection,
+    id: &str,
+    pin_hash: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(users::table.find(id))
+        .set((users::pin_hash.eq(pin_hash), users::updated_at.eq(now)))
+        .execute(conn)
+}
+
+/// Reads the user and, on PostgreSQL, locks the row until the transaction
+/// ends (failure counting must not lose concurrent failures).
+pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<UserRow>> {
+    match conn {
+        DbConnection::Postgresql(pg) => users::table.find(id).for_update().first(pg).optional(),
+        DbConnection::Sqlite(_) => find(conn, id),
+    }
 }

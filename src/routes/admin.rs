@@ -8,9 +8,10 @@ use super::extract::{Admin, Fields, JsonObject, QueryParams};
 use super::{created, ok, paged};
 use crate::error::ApiError;
 use crate::services::applications::{self, ApplicationPatch, NewApplication};
+use crate::services::audit::AuditKind;
 use crate::services::entities::{self, EntityPatch, NewEntity};
 use crate::services::users::{self, EntityRef, NewUser, UserPatch};
-use crate::services::{Core, outbox, rules};
+use crate::services::{Core, audit, outbox, rules};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(delete_user)),
     )
     .service(web::resource("/admin/users/{id}/password").route(web::put().to(set_user_password)))
+    .service(web::resource("/admin/audit").route(web::get().to(list_audit)))
     .service(web::resource("/admin/outbox").route(web::get().to(list_outbox)))
     .service(web::resource("/admin/outbox/{id}/retry").route(web::post().to(retry_outbox)));
 }
@@ -301,4 +303,26 @@ pub(super) async fn retry_outbox(
     id: web::Path<String>,
 ) -> Handler {
     Ok(ok(&outbox::retry(&core, &id).await?))
+}
+
+// --- audit ------------------------------------------------------------------
+
+fn audit_kind(value: &str) -> Result<(), String> {
+    if AuditKind::ALL.iter().any(|k| k.as_str() == value) {
+        Ok(())
+    } else {
+        let kinds: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+        Err(format!("must be one of {}", kinds.join(", ")))
+    }
+}
+
+#[utoipa::path(get, path = "/admin/audit", tag = "admin", summary = "List security events, newest first", security(("bearer" = [])), params(("userId" = Option<String>, Query), ("kind" = Option<String>, Query, description = "e.g. login_failed, otp_verified"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::AuditList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
+pub(super) async fn list_audit(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
+    let user_id = query
+        .optional("userId", rules::uuid)?
+        .map(|id| id.to_ascii_lowercase());
+    let kind = query.optional("kind", audit_kind)?;
+    Ok(paged(
+        audit::list(&core, user_id, kind, query.page()?).await?,
+    ))
 }

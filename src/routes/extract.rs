@@ -14,7 +14,9 @@ use futures_util::future::{LocalBoxFuture, Ready, ready};
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ErrorCode, Problem, Source};
+use crate::services::audit::ClientInfo;
 use crate::services::rules::Rule;
+use crate::services::sessions::{self, Caller};
 use crate::services::{Core, Page};
 use crate::tokens::Claims;
 
@@ -205,6 +207,45 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An optional array of strings, each passing `rule`.
+    pub fn optional_str_list(&mut self, name: &'static str, rule: Rule) -> Option<Vec<String>> {
+        match self.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                let mut values = Vec::with_capacity(items.len());
+                for (index, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => match rule(s) {
+                            Ok(()) => values.push(s.clone()),
+                            Err(why) => self.problems.push(Problem {
+                                detail: format!("{name}[{index}] {why}."),
+                                source: Some(Source::Pointer(format!("/{name}/{index}"))),
+                            }),
+                        },
+                        other => self.problems.push(Problem {
+                            detail: format!(
+                                "{name}[{index}] must be a string, not {}.",
+                                json_type_name(other)
+                            ),
+                            source: Some(Source::Pointer(format!("/{name}/{index}"))),
+                        }),
+                    }
+                }
+                Some(values)
+            }
+            Some(other) => {
+                self.problem(
+                    name,
+                    format!(
+                        "{name} must be an array of strings, not {}.",
+                        json_type_name(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     pub fn required_bool(&mut self, name: &'static str) -> bool {
         match self.get(name) {
             None | Some(Value::Null) => {
@@ -390,5 +431,40 @@ impl FromRequest for Admin {
                 ))
             }
         })
+    }
+}
+
+/// A caller with a live session token, or an admin token.
+pub struct SessionCaller(pub Caller);
+
+impl FromRequest for SessionCaller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bearer = Bearer::from_request(req, payload);
+        let core = core(req);
+        Box::pin(async move {
+            let Bearer(claims) = bearer.await?;
+            let core = core?;
+            Ok(SessionCaller(sessions::authenticate(&core, claims).await?))
+        })
+    }
+}
+
+/// The client's address (the TCP peer: a proxy's forwarded headers are not
+/// trusted) and its User-Agent.
+impl FromRequest for ClientInfo {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ip = req.peer_addr().map(|addr| addr.ip().to_string());
+        let user_agent = req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(500).collect());
+        ready(Ok(ClientInfo { ip, user_agent }))
     }
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod pace;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -17,6 +18,7 @@ use crate::services::Paged;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     ops::configure(cfg);
     admin::configure(cfg);
+    pace::configure(cfg);
     cfg.service(openapi::service());
 }
 

@@ -195,6 +195,133 @@ pub struct OutboxList {
     pub meta: ListMeta,
 }
 
+#[derive(ToSchema)]
+pub struct AuditList {
+    pub data: Vec<crate::services::audit::AuditEvent>,
+    pub meta: ListMeta,
+}
+
+#[derive(ToSchema)]
+pub struct SessionList {
+    pub data: Vec<crate::services::sessions::SessionView>,
+    pub meta: ListMeta,
+}
+
+/// Name the user by `loginName`, or by `entityNumber` with `employeeNumber`.
+#[derive(ToSchema)]
+#[allow(non_snake_case)]
+pub struct LoginBody {
+    pub loginName: Option<String>,
+    #[schema(pattern = "^[0-9]{4}$")]
+    pub entityNumber: Option<String>,
+    #[schema(pattern = "^[0-9]{5}$")]
+    pub employeeNumber: Option<String>,
+    pub password: String,
+    #[schema(pattern = "^[A-Za-z0-9 .,'_-]{1,120}$")]
+    pub applicationName: Option<String>,
+    /// A uuid chosen by the client; generated when absent.
+    pub sessionId: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(non_snake_case)]
+pub struct UpdateSessionBody {
+    /// The user that owns the session.
+    pub userId: String,
+    /// false: send a (new) login code; true: the login code was verified.
+    pub passedLoginOTP: bool,
+}
+
+#[derive(ToSchema)]
+#[allow(non_snake_case)]
+pub struct OtpSent {
+    /// Only for admin tokens (trusted backends), or with LATCHKEY_EXPOSE_OTP.
+    pub otp: Option<String>,
+    pub expiresAt: String,
+}
+
+#[derive(ToSchema)]
+#[allow(non_snake_case)]
+pub struct VerifyOtpBody {
+    pub otp: String,
+    /// Among login, account, totp, recovery; default: all the user has.
+    pub types: Option<Vec<String>>,
+    /// Default: the session of the token.
+    pub sessionId: Option<String>,
+}
+
+/// `password` or `pin`.
+#[derive(ToSchema)]
+pub struct CreateOtpBody {
+    pub password: Option<String>,
+    pub pin: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct SetPinBody {
+    /// 4 digits, at least three different, not a run like 1234.
+    #[schema(pattern = "^[0-9]{4}$")]
+    pub pin: String,
+    /// An account code from `POST /user/otp`.
+    pub otp: String,
+}
+
+#[derive(IntoResponses)]
+pub enum LoginErrors {
+    /// `invalid-credentials`: wrong login name or password (not told apart).
+    #[response(status = 401, content_type = "application/vnd.api+json")]
+    InvalidCredentials(ErrorDocument),
+    /// `user-locked` (too many failures) or `rate-limited`; see `Retry-After`.
+    #[response(status = 429, content_type = "application/vnd.api+json")]
+    TooMany(ErrorDocument),
+}
+
+#[derive(IntoResponses)]
+pub enum OtpSendErrors {
+    /// `otp-not-verified`: passedLoginOTP true before the code was verified.
+    #[response(status = 403, content_type = "application/vnd.api+json")]
+    NotVerified(ErrorDocument),
+    /// `session-closed`: the session is revoked or expired.
+    #[response(status = 409, content_type = "application/vnd.api+json")]
+    Closed(ErrorDocument),
+    /// `otp-resend-too-soon` or `rate-limited`; see `Retry-After`.
+    #[response(status = 429, content_type = "application/vnd.api+json")]
+    TooSoon(ErrorDocument),
+}
+
+#[derive(IntoResponses)]
+pub enum OtpCheckErrors {
+    /// `otp-invalid`: wrong code, or none waiting.
+    #[response(status = 404, content_type = "application/vnd.api+json")]
+    Invalid(ErrorDocument),
+    /// `session-closed`.
+    #[response(status = 409, content_type = "application/vnd.api+json")]
+    Closed(ErrorDocument),
+    /// `otp-expired`.
+    #[response(status = 410, content_type = "application/vnd.api+json")]
+    Expired(ErrorDocument),
+    /// `otp-attempts-exceeded` (until a new code is asked for) or `rate-limited`.
+    #[response(status = 429, content_type = "application/vnd.api+json")]
+    TooMany(ErrorDocument),
+}
+
+#[derive(IntoResponses)]
+pub enum CredentialErrors {
+    /// `invalid-credentials`: the password or PIN is wrong (counts toward lockout).
+    #[response(status = 403, content_type = "application/vnd.api+json")]
+    Refused(ErrorDocument),
+    /// `user-locked` or `rate-limited`.
+    #[response(status = 429, content_type = "application/vnd.api+json")]
+    TooMany(ErrorDocument),
+}
+
+#[derive(IntoResponses)]
+pub enum PinErrors {
+    /// `weak-pin`: fewer than three different digits, or a run like 1234.
+    #[response(status = 406, content_type = "application/vnd.api+json")]
+    Weak(ErrorDocument),
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -233,10 +360,21 @@ impl Modify for BearerAuth {
         super::admin::set_user_password,
         super::admin::list_outbox,
         super::admin::retry_outbox,
+        super::admin::list_audit,
+        super::pace::login,
+        super::pace::list_sessions,
+        super::pace::get_session,
+        super::pace::update_session,
+        super::pace::delete_session,
+        super::pace::verify_otp,
+        super::pace::create_otp,
+        super::pace::set_pin,
     ),
     tags(
         (name = "ops", description = "Health, readiness, metrics and signing keys"),
         (name = "admin", description = "Entities, applications and users (admin scope)"),
+        (name = "sessions", description = "Login sessions (PACE-style)"),
+        (name = "otp", description = "One-time codes and the PIN"),
     )
 )]
 pub struct ApiDoc;

@@ -3,9 +3,14 @@
 //! on the blocking pool, and know nothing of HTTP.
 
 pub mod applications;
+pub mod audit;
+pub mod credentials;
 pub mod entities;
+pub mod otp;
 pub mod outbox;
+pub mod rate_limit;
 pub mod rules;
+pub mod sessions;
 pub mod users;
 
 use std::sync::Arc;
@@ -18,8 +23,10 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::mailer::Mailer;
+use crate::otp::OtpKey;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenService;
+use rate_limit::RateLimiter;
 
 /// Everything a service needs, built once at start-up.
 pub struct Core {
@@ -28,12 +35,26 @@ pub struct Core {
     pub clock: Arc<dyn Clock>,
     pub hasher: PasswordHasher,
     pub tokens: TokenService,
-    pub mailer: Mailer,
+    pub mailer: Arc<Mailer>,
+    pub otp_key: OtpKey,
+    pub rate_limiter: RateLimiter,
+    /// An argon2id hash of a random password, checked when a login names no
+    /// user, so that path costs the same as a wrong password.
+    pub dummy_hash: String,
 }
 
 impl Core {
     pub fn now(&self) -> NaiveDateTime {
         self.clock.now().naive_utc()
+    }
+
+    /// What OTP work inside a blocking transaction needs.
+    pub fn otp_engine(&self) -> otp::OtpEngine {
+        otp::OtpEngine {
+            settings: self.settings.auth.clone(),
+            key: self.otp_key.clone(),
+            mailer: self.mailer.clone(),
+        }
     }
 
     /// Runs CPU-heavy work (argon2) off the async workers.

@@ -118,6 +118,44 @@ pub fn password(value: &str) -> Result<(), String> {
     }
 }
 
+/// A password as typed at login: any text up to 1024 characters (a wrong
+/// one is a 401, not a validation error).
+pub fn login_password(value: &str) -> Result<(), String> {
+    let count = value.chars().count();
+    if (1..=1024).contains(&count) {
+        Ok(())
+    } else {
+        Err("must be 1 to 1024 characters long".into())
+    }
+}
+
+/// A one-time code as typed: 1 to 64 characters (a wrong one is a 404).
+pub fn otp_code(value: &str) -> Result<(), String> {
+    let count = value.chars().count();
+    if (1..=64).contains(&count) {
+        Ok(())
+    } else {
+        Err("must be 1 to 64 characters long".into())
+    }
+}
+
+/// Exactly four digits.
+pub fn pin(value: &str) -> Result<(), String> {
+    if all_chars(value, 4, 4, |c| c.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err("must be exactly 4 digits".into())
+    }
+}
+
+/// `login`, `account`, `totp` or `recovery`.
+pub fn otp_type(value: &str) -> Result<(), String> {
+    match value {
+        "login" | "account" | "totp" | "recovery" => Ok(()),
+        _ => Err("must be one of login, account, totp, recovery".into()),
+    }
+}
+
 /// `^[0-9a-fA-F]{8}-…-[0-9a-fA-F]{12}$`
 pub fn uuid(value: &str) -> Result<(), String> {
     let groups: Vec<&str> = value.split('-').collect();

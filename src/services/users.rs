@@ -123,6 +123,9 @@ pub async fn create(core: &Core, input: NewUser) -> Result<User, ApiError> {
         preferred_language: input.preferred_language.unwrap_or_else(|| "en".to_owned()),
         password_hash,
         pin_hash: None,
+        failed_logins: 0,
+        failed_logins_since: None,
+        locked_until: None,
         created_at: now,
         updated_at: now,
     };

@@ -85,6 +85,8 @@ impl TestDatabase {
             ("LATCHKEY_LOG".into(), "warn".into()),
             // Retries made due by moving the clock are picked up quickly.
             ("LATCHKEY_OUTBOX_POLL_MS".into(), "50".into()),
+            // One client address runs the whole suite; the limit has its own test.
+            ("LATCHKEY_RATE_LIMIT_PER_MINUTE".into(), "100000".into()),
             // Cheap hashing keeps the suite fast; the default cost is
             // exercised by the benchmark.
             ("LATCHKEY_ARGON2_MEMORY_KIB".into(), "64".into()),
@@ -318,4 +320,84 @@ pub fn pointers(errors: &[Value]) -> Vec<String> {
         .collect();
     pointers.sort();
     pointers
+}
+
+/// A signed-in user of a test.
+pub struct TestUser {
+    pub id: String,
+    pub login_name: String,
+    pub password: String,
+}
+
+pub struct Login {
+    pub session_id: String,
+    pub token: String,
+}
+
+impl TestApp {
+    /// Creates entity `entity_number` if needed and a user with an email
+    /// and a password.
+    pub async fn seed_user(
+        &self,
+        entity_number: &str,
+        employee_number: &str,
+        email: &str,
+    ) -> TestUser {
+        let entity = self.get("/admin/entities?limit=200").await;
+        let entities: Value = entity.json().await.unwrap();
+        let existing = entities["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["entityNumber"] == entity_number)
+            .map(|e| e["id"].as_str().unwrap().to_owned());
+        let entity_id = match existing {
+            Some(id) => id,
+            None => self.create_entity(entity_number).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        };
+        let user = self.create_user(&entity_id, employee_number, email).await;
+        TestUser {
+            id: user["id"].as_str().unwrap().to_owned(),
+            login_name: user["loginName"].as_str().unwrap().to_owned(),
+            password: "correct horse battery".to_owned(),
+        }
+    }
+
+    pub async fn login_response(&self, body: &Value) -> Response {
+        self.client
+            .post(self.url("/sessions"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn login(&self, user: &TestUser) -> Login {
+        let response = self
+            .login_response(
+                &serde_json::json!({"loginName": user.login_name, "password": user.password}),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        let body: Value = response.json().await.unwrap();
+        Login {
+            session_id: body["sessionId"].as_str().unwrap().to_owned(),
+            token: body["sessionToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A request with a session (or any) token.
+    pub fn with_token(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+    }
 }

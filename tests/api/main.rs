@@ -14,4 +14,5 @@ mod helpers;
 mod mail;
 mod openapi;
 mod ops;
+mod sessions;
 mod smtp;

@@ -29,6 +29,10 @@ CREATE TABLE users (
     preferred_language TEXT NOT NULL DEFAULT 'en' CHECK (preferred_language IN ('en', 'de')),
     password_hash TEXT,
     pin_hash TEXT,
+    -- Failed password/PIN checks in the current window, and the lock they caused.
+    failed_logins INTEGER NOT NULL DEFAULT 0,
+    failed_logins_since TIMESTAMP,
+    locked_until TIMESTAMP,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL,
     CONSTRAINT users_entity_id_employee_number_key UNIQUE (entity_id, employee_number)
@@ -39,5 +43,13 @@ CREATE TABLE signing_keys (
     algorithm TEXT NOT NULL,
     private_key BYTEA NOT NULL,
     public_key BYTEA NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+
+-- Secrets every instance must share (the OTP HMAC key), made at first start
+-- unless LATCHKEY_SECRET is set.
+CREATE TABLE server_secrets (
+    name TEXT PRIMARY KEY NOT NULL,
+    value BYTEA NOT NULL,
     created_at TIMESTAMP NOT NULL
 );

@@ -1,4 +1,1 @@
-DROP TABLE signing_keys;
-DROP TABLE users;
-DROP TABLE applications;
-DROP TABLE entities;
+DROP TABLE server_secrets;

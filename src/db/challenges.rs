@@ -1,0 +1,82 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::schema::otp_challenges;
+
+pub const LOGIN: &str = "login";
+pub const ACCOUNT: &str = "account";
+
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = otp_challenges)]
+pub struct ChallengeRow {
+    pub id: String,
+    pub user_id: String,
+    pub session_id: Option<String>,
+    pub purpose: String,
+    pub code_hmac: Vec<u8>,
+    pub created_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub consumed_at: Option<NaiveDateTime>,
+    pub burned_at: Option<NaiveDateTime>,
+}
+
+/// The session's challenge of `purpose` (at most one: a new code replaces
+/// the old row).
+pub fn find(
+    conn: &mut DbConnection,
+    session_id: &str,
+    purpose: &str,
+) -> QueryResult<Option<ChallengeRow>> {
+    otp_challenges::table
+        .filter(otp_challenges::session_id.eq(session_id))
+        .filter(otp_challenges::purpose.eq(purpose))
+        .first(conn)
+        .optional()
+}
+
+/// Replaces the session's challenge of the row's purpose.
+pub fn replace(conn: &mut DbConnection, row: &ChallengeRow) -> QueryResult<()> {
+    if let Some(session_id) = &row.session_id {
+        diesel::delete(
+            otp_challenges::table
+                .filter(otp_challenges::session_id.eq(session_id))
+                .filter(otp_challenges::purpose.eq(&row.purpose)),
+        )
+        .execute(conn)?;
+    }
+    diesel::insert_into(otp_challenges::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
+}
+
+/// Counts one wrong try; burns the challenge when it reaches the limit.
+pub fn record_failure(
+    conn: &mut DbConnection,
+    id: &str,
+    burn_at: Option<NaiveDateTime>,
+) -> QueryResult<usize> {
+    diesel::update(otp_challenges::table.find(id))
+        .set((
+            otp_challenges::attempts.eq(otp_challenges::attempts + 1),
+            otp_challenges::burned_at.eq(burn_at),
+        ))
+        .execute(conn)
+}
+
+/// Marks the code used; only a live row changes, so a code works once even
+/// when two requests race.
+pub fn consume(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
+    diesel::update(
+        otp_challenges::table
+            .find(id)
+            .filter(otp_challenges::consumed_at.is_null())
+            .filter(otp_challenges::burned_at.is_null()),
+    )
+    .set(otp_challenges::consumed_at.eq(now))
+    .execute(conn)
+    .map(|n| n == 1)
+}

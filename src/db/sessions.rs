@@ -1,0 +1,105 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::schema::sessions;
+
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = sessions)]
+pub struct SessionRow {
+    pub id: String,
+    pub user_id: String,
+    pub entity_id: String,
+    pub application_id: Option<String>,
+    pub status: String,
+    pub passed_login_otp: bool,
+    pub password_verified_at: Option<NaiveDateTime>,
+    pub otp_email_verified_at: Option<NaiveDateTime>,
+    pub totp_verified_at: Option<NaiveDateTime>,
+    pub metadata: String,
+    pub user_agent_ip: Option<String>,
+    pub user_agent_description: Option<String>,
+    pub token_id: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub verified_at: Option<NaiveDateTime>,
+    pub failure_code: Option<String>,
+    pub failure_reason: Option<String>,
+    pub sequence: i64,
+}
+
+/// Every change bumps `sequence` by one; `None` leaves a column alone.
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = sessions)]
+pub struct SessionChanges {
+    pub status: Option<String>,
+    pub passed_login_otp: Option<bool>,
+    pub password_verified_at: Option<Option<NaiveDateTime>>,
+    pub otp_email_verified_at: Option<Option<NaiveDateTime>>,
+    pub totp_verified_at: Option<Option<NaiveDateTime>>,
+    pub metadata: Option<String>,
+    pub token_id: Option<Option<String>>,
+    pub expires_at: Option<NaiveDateTime>,
+    pub verified_at: Option<Option<NaiveDateTime>>,
+    pub failure_code: Option<Option<String>>,
+    pub failure_reason: Option<Option<String>>,
+}
+
+pub fn insert(conn: &mut DbConnection, row: &SessionRow) -> QueryResult<()> {
+    diesel::insert_into(sessions::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
+}
+
+pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>> {
+    sessions::table.find(id).first(conn).optional()
+}
+
+/// Reads the session and, on PostgreSQL, locks its row until the
+/// transaction ends, so concurrent changes to one session run one after the
+/// other (SQLite's write transaction already does that).
+pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>> {
+    match conn {
+        DbConnection::Postgresql(pg) => sessions::table.find(id).for_update().first(pg).optional(),
+        DbConnection::Sqlite(_) => find(conn, id),
+    }
+}
+
+/// Applies `changes`, bumps the sequence and stamps `updated_at`.
+pub fn update(
+    conn: &mut DbConnection,
+    id: &str,
+    changes: &SessionChanges,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(sessions::table.find(id))
+        .set((
+            changes,
+            sessions::sequence.eq(sessions::sequence + 1),
+            sessions::updated_at.eq(now),
+        ))
+        .execute(conn)
+}
+
+pub fn list(
+    conn: &mut DbConnection,
+    user_id: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> QueryResult<(Vec<SessionRow>, i64)> {
+    let mut rows = sessions::table.into_boxed();
+    let mut count = sessions::table.into_boxed();
+    if let Some(user_id) = user_id {
+        rows = rows.filter(sessions::user_id.eq(user_id.to_owned()));
+        count = count.filter(sessions::user_id.eq(user_id.to_owned()));
+    }
+    let rows = rows
+        .order((sessions::created_at.desc(), sessions::id.asc()))
+        .limit(limit)
+        .offset(offset)
+        .load(conn)?;
+    let total = count.count().get_result(conn)?;
+    Ok((rows, total))
+}

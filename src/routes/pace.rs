@@ -1,0 +1,244 @@
+//! The PACE-style face: login, `PUT /sessions/{sessionId}` (send and confirm
+//! the email OTP), VerifyOTP, account codes and the PIN, reading and
+//! revoking sessions.
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::extract::{Fields, JsonObject, QueryParams, SessionCaller};
+use super::{created, ok, paged};
+use crate::error::ApiError;
+use crate::services::audit::ClientInfo;
+use crate::services::credentials::Secret;
+use crate::services::otp::{self, OtpType};
+use crate::services::sessions::{self, LoginInput, LoginName, UpdateOutcome};
+use crate::services::{Core, rules};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/sessions")
+            .route(web::post().to(login))
+            .route(web::get().to(list_sessions)),
+    )
+    .service(
+        web::resource("/sessions/{sessionId}")
+            .route(web::get().to(get_session))
+            .route(web::put().to(update_session))
+            .route(web::delete().to(delete_session)),
+    )
+    .service(web::resource("/user/otp/verify").route(web::post().to(verify_otp)))
+    .service(web::resource("/user/otp").route(web::post().to(create_otp)))
+    .service(web::resource("/user/pin").route(web::put().to(set_pin)));
+}
+
+type Handler = Result<HttpResponse, ApiError>;
+
+#[utoipa::path(post, path = "/sessions", tag = "sessions", summary = "Log in with a password: opens a pending session",
+    request_body = super::openapi::LoginBody,
+    responses((status = 201, body = crate::services::sessions::LoginResult), super::openapi::LoginErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
+pub(super) async fn login(core: web::Data<Core>, client: ClientInfo, body: JsonObject) -> Handler {
+    let mut fields = Fields::new(&body);
+    let login_name = fields.optional_str("loginName", rules::login_name);
+    let entity_number = fields.optional_str("entityNumber", rules::entity_number);
+    let employee_number = fields.optional_str("employeeNumber", rules::employee_number);
+    let password = fields.required_str("password", rules::login_password);
+    let application_name = fields.optional_str("applicationName", rules::application_name);
+    let session_id = fields.optional_str("sessionId", rules::uuid);
+    let user = match (login_name, entity_number, employee_number) {
+        (Some(name), None, None) => Some(LoginName::Login(name)),
+        (None, Some(entity_number), Some(employee_number)) => Some(LoginName::EmployeeOf {
+            entity_number,
+            employee_number,
+        }),
+        (Some(_), _, _) => {
+            fields.reject(
+                "loginName",
+                "Give loginName, or entityNumber with employeeNumber, not both.",
+            );
+            None
+        }
+        (None, entity, employee) => {
+            if !fields.has_problems_at(&["loginName", "entityNumber", "employeeNumber"]) {
+                match (entity, employee) {
+                    (Some(_), None) => fields.reject(
+                        "employeeNumber",
+                        "employeeNumber is required with entityNumber.",
+                    ),
+                    (None, Some(_)) => fields.reject(
+                        "entityNumber",
+                        "entityNumber is required with employeeNumber.",
+                    ),
+                    _ => fields.reject(
+                        "loginName",
+                        "loginName, or entityNumber with employeeNumber, is required.",
+                    ),
+                }
+            }
+            None
+        }
+    };
+    fields.finish()?;
+    let user =
+        user.ok_or_else(|| ApiError::invalid_field("/loginName", "loginName is required."))?;
+    let result = sessions::login(
+        &core,
+        LoginInput {
+            user,
+            password,
+            application_name,
+            session_id,
+        },
+        client,
+    )
+    .await?;
+    Ok(created(format!("/sessions/{}", result.session_id), &result))
+}
+
+#[utoipa::path(put, path = "/sessions/{sessionId}", tag = "sessions",
+    summary = "Send a login code (passedLoginOTP false), or confirm the session once its code was verified (true)",
+    description = "A session token may change only its own session. With an admin token (a trusted backend) the session is created if it does not exist, the code is returned in `otp`, and `passedLoginOTP: true` is accepted without a verified code.",
+    security(("bearer" = [])), params(("sessionId" = String, Path)), request_body = super::openapi::UpdateSessionBody,
+    responses((status = 200, description = "A code was sent", body = super::openapi::OtpSent), (status = 204, description = "The session is verified"),
+        super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::OtpSendErrors))]
+pub(super) async fn update_session(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    client: ClientInfo,
+    session_id: web::Path<String>,
+    body: JsonObject,
+) -> Handler {
+    let mut fields = Fields::new(&body);
+    let user_id = fields.required_str("userId", rules::uuid);
+    let passed = fields.required_bool("passedLoginOTP");
+    fields.finish()?;
+    match sessions::update(&core, &caller, &session_id, user_id, passed, client).await? {
+        UpdateOutcome::Verified => Ok(HttpResponse::NoContent().finish()),
+        UpdateOutcome::CodeSent { code, expires_at } => {
+            // The code itself goes only to trusted backends (or everyone in development).
+            if caller.is_admin() || core.settings.auth.expose_otp {
+                Ok(ok(&json!({ "otp": code, "expiresAt": expires_at })))
+            } else {
+                Ok(ok(&json!({ "expiresAt": expires_at })))
+            }
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/sessions/{sessionId}", tag = "sessions", summary = "Read a session",
+    security(("bearer" = [])), params(("sessionId" = String, Path)),
+    responses((status = 200, body = crate::services::sessions::SessionView), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn get_session(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    session_id: web::Path<String>,
+) -> Handler {
+    Ok(ok(&sessions::get(&core, &caller, &session_id).await?))
+}
+
+#[utoipa::path(delete, path = "/sessions/{sessionId}", tag = "sessions", summary = "Revoke a session: its token stops working at once",
+    security(("bearer" = [])), params(("sessionId" = String, Path)),
+    responses((status = 204, description = "Revoked"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn delete_session(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    client: ClientInfo,
+    session_id: web::Path<String>,
+) -> Handler {
+    sessions::revoke(&core, &caller, &session_id, client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/sessions", tag = "sessions", summary = "List the caller's sessions (admin: every session, or ?userId=)",
+    security(("bearer" = [])),
+    params(("userId" = Option<String>, Query, description = "admin only"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = super::openapi::SessionList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
+pub(super) async fn list_sessions(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    query: QueryParams,
+) -> Handler {
+    let user_id = query
+        .optional("userId", rules::uuid)?
+        .map(|id| id.to_ascii_lowercase());
+    if user_id.is_some() && !caller.is_admin() {
+        return Err(
+            ApiError::forbidden("Only an admin token may list another user's sessions.")
+                .at_parameter("userId"),
+        );
+    }
+    Ok(paged(
+        sessions::list(&core, &caller, user_id, query.page()?).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/user/otp/verify", tag = "otp", summary = "Verify a one-time code",
+    description = "Checks the code against the session's login code and the account code (or the `types` given). A wrong code counts toward the code's attempt limit; the try that reaches it burns the code.",
+    security(("bearer" = [])), request_body = super::openapi::VerifyOtpBody,
+    responses((status = 200, body = crate::services::otp::VerifyResult), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::OtpCheckErrors))]
+pub(super) async fn verify_otp(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    client: ClientInfo,
+    body: JsonObject,
+) -> Handler {
+    let mut fields = Fields::new(&body);
+    let code = fields.required_str("otp", rules::otp_code);
+    let types = fields.optional_str_list("types", rules::otp_type);
+    let session_id = fields.optional_str("sessionId", rules::uuid);
+    fields.finish()?;
+    let types = types.map(|names| names.iter().filter_map(|n| OtpType::parse(n)).collect());
+    Ok(ok(&otp::verify(
+        &core, &caller, code, types, session_id, client,
+    )
+    .await?))
+}
+
+#[utoipa::path(post, path = "/user/otp", tag = "otp", summary = "Get an account code for a sensitive action by proving the password or PIN",
+    security(("bearer" = [])), request_body = super::openapi::CreateOtpBody,
+    responses((status = 201, body = crate::services::otp::AccountOtp), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::CredentialErrors))]
+pub(super) async fn create_otp(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    client: ClientInfo,
+    body: JsonObject,
+) -> Handler {
+    let mut fields = Fields::new(&body);
+    let password = fields.optional_str("password", rules::login_password);
+    let pin = fields.optional_str("pin", rules::login_password);
+    let secret = match (password, pin) {
+        (Some(password), None) => Some((Secret::Password, password)),
+        (None, Some(pin)) => Some((Secret::Pin, pin)),
+        (Some(_), Some(_)) => {
+            fields.reject("pin", "Give password or pin, not both.");
+            None
+        }
+        (None, None) => {
+            if !fields.has_problems_at(&["password", "pin"]) {
+                fields.reject("password", "password or pin is required.");
+            }
+            None
+        }
+    };
+    fields.finish()?;
+    let (secret, given) = secret
+        .ok_or_else(|| ApiError::invalid_field("/password", "password or pin is required."))?;
+    let issued = otp::create_account_otp(&core, &caller, secret, given, client).await?;
+    Ok(HttpResponse::Created().json(issued))
+}
+
+#[utoipa::path(put, path = "/user/pin", tag = "otp", summary = "Set the 4-digit PIN, spending an account code",
+    security(("bearer" = [])), request_body = super::openapi::SetPinBody,
+    responses((status = 204, description = "PIN set"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::PinErrors, super::openapi::OtpCheckErrors))]
+pub(super) async fn set_pin(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    client: ClientInfo,
+    body: JsonObject,
+) -> Handler {
+    let mut fields = Fields::new(&body);
+    let pin = fields.required_str("pin", rules::pin);
+    let code = fields.required_str("otp", rules::otp_code);
+    fields.finish()?;
+    otp::set_pin(&core, &caller, pin, code, client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

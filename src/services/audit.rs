@@ -1,0 +1,153 @@
+//! Security events: written in the transaction of the change they record,
+//! listed for admins.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Core, Page, Paged, to_utc};
+use crate::db::DbConnection;
+use crate::db::audit::{self as rows, AuditRow};
+use crate::error::ApiError;
+
+/// Where a request came from.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    LoginSucceeded,
+    LoginFailed,
+    UserLocked,
+    SessionCreated,
+    SessionVerified,
+    SessionRevoked,
+    OtpSent,
+    OtpCreated,
+    OtpVerified,
+    OtpFailed,
+    OtpBurned,
+    PinSet,
+}
+
+impl AuditKind {
+    pub const ALL: &'static [AuditKind] = &[
+        Self::LoginSucceeded,
+        Self::LoginFailed,
+        Self::UserLocked,
+        Self::SessionCreated,
+        Self::SessionVerified,
+        Self::SessionRevoked,
+        Self::OtpSent,
+        Self::OtpCreated,
+        Self::OtpVerified,
+        Self::OtpFailed,
+        Self::OtpBurned,
+        Self::PinSet,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginSucceeded => "login_succeeded",
+            Self::LoginFailed => "login_failed",
+            Self::UserLocked => "user_locked",
+            Self::SessionCreated => "session_created",
+            Self::SessionVerified => "session_verified",
+            Self::SessionRevoked => "session_revoked",
+            Self::OtpSent => "otp_sent",
+            Self::OtpCreated => "otp_created",
+            Self::OtpVerified => "otp_verified",
+            Self::OtpFailed => "otp_failed",
+            Self::OtpBurned => "otp_burned",
+            Self::PinSet => "pin_set",
+        }
+    }
+
+    fn outcome(self) -> &'static str {
+        match self {
+            Self::LoginFailed | Self::UserLocked | Self::OtpFailed | Self::OtpBurned => "failure",
+            _ => "success",
+        }
+    }
+}
+
+/// Records one event in the caller's transaction.
+pub fn record(
+    conn: &mut DbConnection,
+    kind: AuditKind,
+    user_id: Option<&str>,
+    session_id: Option<&str>,
+    client: &ClientInfo,
+    detail: Option<&str>,
+    now: NaiveDateTime,
+) -> diesel::QueryResult<()> {
+    rows::insert(
+        conn,
+        &AuditRow {
+            id: Uuid::new_v4().to_string(),
+            occurred_at: now,
+            kind: kind.as_str().to_owned(),
+            outcome: kind.outcome().to_owned(),
+            user_id: user_id.map(str::to_owned),
+            session_id: session_id.map(str::to_owned),
+            ip: client.ip.clone(),
+            detail: detail.map(str::to_owned),
+        },
+    )
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    pub id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub kind: String,
+    /// success or failure.
+    pub outcome: String,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl From<AuditRow> for AuditEvent {
+    fn from(row: AuditRow) -> Self {
+        Self {
+            id: row.id,
+            occurred_at: to_utc(row.occurred_at),
+            kind: row.kind,
+            outcome: row.outcome,
+            user_id: row.user_id,
+            session_id: row.session_id,
+            ip: row.ip,
+            detail: row.detail,
+        }
+    }
+}
+
+pub async fn list(
+    core: &Core,
+    user_id: Option<String>,
+    kind: Option<String>,
+    page: Page,
+) -> Result<Paged<AuditEvent>, ApiError> {
+    core.db
+        .run(move |conn| {
+            let (items, total) = rows::list(
+                conn,
+                user_id.as_deref(),
+                kind.as_deref(),
+                page.limit,
+                page.offset,
+            )?;
+            Ok(Paged {
+                items: items.into_iter().map(AuditEvent::from).collect(),
+                total,
+                page,
+            })
+        })
+        .await
+}
