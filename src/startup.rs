@@ -17,6 +17,7 @@ use crate::db::server_secrets;
 use crate::db::{Db, DbSetupError};
 use crate::mailer::{Mailer, outbox};
 use crate::otp::OtpKey;
+use crate::otp::totp::SecretBox;
 use crate::passwords::PasswordHasher;
 use crate::routes;
 use crate::services::Core;
@@ -106,6 +107,7 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
         hasher,
         tokens,
         mailer: Arc::new(mailer),
+        secret_box: SecretBox::new(otp_key.derive("totp secret encryption v1")),
         otp_key,
         rate_limiter,
         dummy_hash,

@@ -137,6 +137,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    totp_devices (user_id) {
+        user_id -> Text,
+        secret_nonce -> Binary,
+        secret_ciphertext -> Binary,
+        confirmed_at -> Nullable<Timestamp>,
+        last_used_step -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    recovery_codes (id) {
+        id -> Text,
+        user_id -> Text,
+        code_hmac -> Binary,
+        used_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(applications -> entities (entity_id));
 diesel::joinable!(users -> entities (entity_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -151,4 +172,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     otp_challenges,
     outbox,
     audit_events,
+    totp_devices,
+    recovery_codes,
 );

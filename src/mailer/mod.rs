@@ -26,14 +26,16 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailKind {
     LoginOtp,
+    SecurityNotice,
 }
 
 impl MailKind {
-    pub const ALL: &'static [MailKind] = &[MailKind::LoginOtp];
+    pub const ALL: &'static [MailKind] = &[MailKind::LoginOtp, MailKind::SecurityNotice];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::LoginOtp => "login_otp",
+            Self::SecurityNotice => "security_notice",
         }
     }
 
@@ -58,6 +60,9 @@ pub struct MailContext {
     pub expires_in_minutes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// For security notices: totp_confirmed, totp_removed or recovery_codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
 }
 
 /// One mail to queue.

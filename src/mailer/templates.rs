@@ -10,32 +10,26 @@ use minijinja::{Environment, Value};
 
 use super::MailKind;
 
+macro_rules! embedded {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../templates/email/", $name)))),*]
+    };
+}
+
 /// The compiled-in templates, by file name.
-const EMBEDDED: &[(&str, &str)] = &[
-    (
-        "login_otp.subject.txt",
-        include_str!("../../templates/email/login_otp.subject.txt"),
-    ),
-    (
-        "login_otp.txt",
-        include_str!("../../templates/email/login_otp.txt"),
-    ),
-    (
-        "login_otp.html",
-        include_str!("../../templates/email/login_otp.html"),
-    ),
-    (
-        "login_otp.de.subject.txt",
-        include_str!("../../templates/email/login_otp.de.subject.txt"),
-    ),
-    (
-        "login_otp.de.txt",
-        include_str!("../../templates/email/login_otp.de.txt"),
-    ),
-    (
-        "login_otp.de.html",
-        include_str!("../../templates/email/login_otp.de.html"),
-    ),
+const EMBEDDED: &[(&str, &str)] = embedded![
+    "login_otp.subject.txt",
+    "login_otp.txt",
+    "login_otp.html",
+    "login_otp.de.subject.txt",
+    "login_otp.de.txt",
+    "login_otp.de.html",
+    "security_notice.subject.txt",
+    "security_notice.txt",
+    "security_notice.html",
+    "security_notice.de.subject.txt",
+    "security_notice.de.txt",
+    "security_notice.de.html",
 ];
 
 /// Languages beside the default English.
@@ -84,7 +78,14 @@ impl Templates {
                             .find(|(n, _)| *n == name)
                             .map(|(_, s)| (*s).to_owned()),
                     };
-                    let Some(source) = source else { continue };
+                    let Some(source) = source else {
+                        if *language == "en" {
+                            return Err(TemplateError(format!(
+                                "the English template {name} is missing"
+                            )));
+                        }
+                        continue;
+                    };
                     let location = match dir {
                         Some(dir) => dir.join("email").join(&name).display().to_string(),
                         None => format!("templates/email/{name} (built in)"),

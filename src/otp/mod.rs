@@ -3,6 +3,8 @@
 //! stored value is useless for any other challenge), compared in constant
 //! time.
 
+pub mod totp;
+
 use hmac::{Hmac, Mac};
 use rand::RngExt;
 use sha2::Sha256;
@@ -38,6 +40,14 @@ impl OtpKey {
             .finalize()
             .into_bytes()
             .to_vec()
+    }
+
+    /// A 32-byte key for `purpose`, derived from the server secret (so one
+    /// secret serves several uses without the uses sharing a key).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&self.mac("derive", purpose).finalize().into_bytes());
+        out
     }
 
     /// Whether `code` is the one stored as `digest`, in constant time.

@@ -8,8 +8,9 @@ use super::extract::{Admin, Fields, JsonObject, QueryParams};
 use super::{created, ok, paged};
 use crate::error::ApiError;
 use crate::services::applications::{self, ApplicationPatch, NewApplication};
-use crate::services::audit::AuditKind;
+use crate::services::audit::{AuditKind, ClientInfo};
 use crate::services::entities::{self, EntityPatch, NewEntity};
+use crate::services::sessions::Caller;
 use crate::services::users::{self, EntityRef, NewUser, UserPatch};
 use crate::services::{Core, audit, outbox, rules};
 
@@ -48,6 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(delete_user)),
     )
     .service(web::resource("/admin/users/{id}/password").route(web::put().to(set_user_password)))
+    .service(web::resource("/admin/users/{id}/totp").route(web::delete().to(remove_user_totp)))
     .service(web::resource("/admin/audit").route(web::get().to(list_audit)))
     .service(web::resource("/admin/outbox").route(web::get().to(list_outbox)))
     .service(web::resource("/admin/outbox/{id}/retry").route(web::post().to(retry_outbox)));
@@ -325,4 +327,18 @@ pub(super) async fn list_audit(_: Admin, core: web::Data<Core>, query: QueryPara
     Ok(paged(
         audit::list(&core, user_id, kind, query.page()?).await?,
     ))
+}
+
+#[utoipa::path(delete, path = "/admin/users/{id}/totp", tag = "admin", summary = "Remove a user's authenticator (mails the user a notice)", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Removed"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn remove_user_totp(
+    Admin(claims): Admin,
+    core: web::Data<Core>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Handler {
+    let caller = Caller::Admin {
+        subject: claims.sub,
+    };
+    crate::services::totp::remove(&core, &caller, Some(&id), client).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

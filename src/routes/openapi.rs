@@ -266,6 +266,11 @@ pub struct SetPinBody {
     pub otp: String,
 }
 
+#[derive(ToSchema)]
+pub struct OtpBody {
+    pub otp: String,
+}
+
 #[derive(IntoResponses)]
 pub enum LoginErrors {
     /// `invalid-credentials`: wrong login name or password (not told apart).
@@ -369,12 +374,18 @@ impl Modify for BearerAuth {
         super::pace::verify_otp,
         super::pace::create_otp,
         super::pace::set_pin,
+        super::pace::enroll_totp,
+        super::pace::confirm_totp,
+        super::pace::remove_totp,
+        super::pace::create_recovery_codes,
+        super::admin::remove_user_totp,
     ),
     tags(
         (name = "ops", description = "Health, readiness, metrics and signing keys"),
         (name = "admin", description = "Entities, applications and users (admin scope)"),
         (name = "sessions", description = "Login sessions (PACE-style)"),
         (name = "otp", description = "One-time codes and the PIN"),
+        (name = "totp", description = "Authenticator apps and recovery codes"),
     )
 )]
 pub struct ApiDoc;

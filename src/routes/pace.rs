@@ -12,7 +12,7 @@ use crate::services::audit::ClientInfo;
 use crate::services::credentials::Secret;
 use crate::services::otp::{self, OtpType};
 use crate::services::sessions::{self, LoginInput, LoginName, UpdateOutcome};
-use crate::services::{Core, rules};
+use crate::services::{Core, rules, totp};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -28,7 +28,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/user/otp/verify").route(web::post().to(verify_otp)))
     .service(web::resource("/user/otp").route(web::post().to(create_otp)))
-    .service(web::resource("/user/pin").route(web::put().to(set_pin)));
+    .service(web::resource("/user/pin").route(web::put().to(set_pin)))
+    .service(
+        web::resource("/user/devices/totp")
+            .route(web::post().to(enroll_totp))
+            .route(web::delete().to(remove_totp)),
+    )
+    .service(web::resource("/user/devices/totp/confirm").route(web::post().to(confirm_totp)))
+    .service(web::resource("/user/recovery-codes").route(web::post().to(create_recovery_codes)));
 }
 
 type Handler = Result<HttpResponse, ApiError>;
@@ -241,4 +248,55 @@ pub(super) async fn set_pin(
     fields.finish()?;
     otp::set_pin(&core, &caller, pin, code, client).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/user/devices/totp", tag = "totp", summary = "Enrol an authenticator app (needs a verified session)",
+    description = "Returns the secret once. The app stays unconfirmed until `POST /user/devices/totp/confirm` with a current code.",
+    security(("bearer" = [])),
+    responses((status = 201, body = crate::services::totp::TotpEnrollment), super::openapi::AuthErrors, super::openapi::ConflictError))]
+pub(super) async fn enroll_totp(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    client: ClientInfo,
+) -> Handler {
+    Ok(HttpResponse::Created().json(totp::enroll(&core, &caller, client).await?))
+}
+
+#[utoipa::path(post, path = "/user/devices/totp/confirm", tag = "totp", summary = "Confirm the enrolled authenticator with a current code",
+    security(("bearer" = [])), request_body = super::openapi::OtpBody,
+    responses((status = 204, description = "Confirmed; a security notice is mailed"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError, super::openapi::OtpCheckErrors))]
+pub(super) async fn confirm_totp(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    client: ClientInfo,
+    body: JsonObject,
+) -> Handler {
+    let mut fields = Fields::new(&body);
+    let code = fields.required_str("otp", rules::otp_code);
+    fields.finish()?;
+    totp::confirm(&core, &caller, code, client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(delete, path = "/user/devices/totp", tag = "totp", summary = "Remove the authenticator (needs a verified session)",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Removed; a security notice is mailed"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn remove_totp(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    client: ClientInfo,
+) -> Handler {
+    totp::remove(&core, &caller, None, client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/user/recovery-codes", tag = "totp", summary = "Make 10 single-use recovery codes (needs a verified session); the old set stops working",
+    security(("bearer" = [])),
+    responses((status = 201, body = crate::services::totp::RecoveryCodes), super::openapi::AuthErrors))]
+pub(super) async fn create_recovery_codes(
+    SessionCaller(caller): SessionCaller,
+    core: web::Data<Core>,
+    client: ClientInfo,
+) -> Handler {
+    Ok(HttpResponse::Created().json(totp::generate_recovery_codes(&core, &caller, client).await?))
 }

@@ -31,6 +31,11 @@ pub enum AuditKind {
     OtpFailed,
     OtpBurned,
     PinSet,
+    TotpEnrolled,
+    TotpConfirmed,
+    TotpRemoved,
+    RecoveryCodesCreated,
+    RecoveryCodeUsed,
 }
 
 impl AuditKind {
@@ -47,6 +52,11 @@ impl AuditKind {
         Self::OtpFailed,
         Self::OtpBurned,
         Self::PinSet,
+        Self::TotpEnrolled,
+        Self::TotpConfirmed,
+        Self::TotpRemoved,
+        Self::RecoveryCodesCreated,
+        Self::RecoveryCodeUsed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +73,11 @@ impl AuditKind {
             Self::OtpFailed => "otp_failed",
             Self::OtpBurned => "otp_burned",
             Self::PinSet => "pin_set",
+            Self::TotpEnrolled => "totp_enrolled",
+            Self::TotpConfirmed => "totp_confirmed",
+            Self::TotpRemoved => "totp_removed",
+            Self::RecoveryCodesCreated => "recovery_codes_created",
+            Self::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 

@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod rate_limit;
 pub mod rules;
 pub mod sessions;
+pub mod totp;
 pub mod users;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::mailer::Mailer;
 use crate::otp::OtpKey;
+use crate::otp::totp::SecretBox;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenService;
 use rate_limit::RateLimiter;
@@ -37,6 +39,8 @@ pub struct Core {
     pub tokens: TokenService,
     pub mailer: Arc<Mailer>,
     pub otp_key: OtpKey,
+    /// Seals TOTP secrets at rest.
+    pub secret_box: SecretBox,
     pub rate_limiter: RateLimiter,
     /// An argon2id hash of a random password, checked when a login names no
     /// user, so that path costs the same as a wrong password.
@@ -54,6 +58,7 @@ impl Core {
             settings: self.settings.auth.clone(),
             key: self.otp_key.clone(),
             mailer: self.mailer.clone(),
+            secret_box: self.secret_box.clone(),
         }
     }
 

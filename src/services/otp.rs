@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::audit::{self, AuditKind, ClientInfo};
 use super::credentials::{self, Secret};
 use super::sessions::{Caller, is_live};
-use super::{Core, parse_id, to_utc};
+use super::{Core, parse_id, to_utc, totp};
 use crate::config::AuthSettings;
 use crate::db::challenges::{self, ACCOUNT, ChallengeRow, LOGIN};
 use crate::db::sessions::{self as session_rows, SessionChanges, SessionRow};
@@ -20,6 +20,7 @@ use crate::db::users::{self, UserRow};
 use crate::db::{DbConnection, applications, write_tx};
 use crate::error::{ApiError, ErrorCode};
 use crate::mailer::{MailContext, MailKind, Mailer, OutgoingMail};
+use crate::otp::totp::SecretBox;
 use crate::otp::{OtpKey, generate_code, is_well_formed};
 
 /// The kinds of one-time code VerifyOTP knows.
@@ -75,6 +76,7 @@ pub struct OtpEngine {
     pub settings: AuthSettings,
     pub key: OtpKey,
     pub mailer: Arc<Mailer>,
+    pub secret_box: SecretBox,
 }
 
 /// The state of a challenge at `now`.
@@ -101,7 +103,7 @@ fn state(row: &ChallengeRow, now: NaiveDateTime) -> ChallengeState {
 /// The result of checking a code, decided inside the transaction and
 /// turned into an error only after the commit.
 enum Check {
-    Matched(ChallengeRow),
+    Matched,
     Refused(ApiError),
 }
 
@@ -174,6 +176,7 @@ impl OtpEngine {
                 application_name,
                 expires_in_minutes: Some((self.settings.otp_ttl_secs + 59) / 60),
                 link: None,
+                event: None,
             },
             code: Some(&code),
         };
@@ -203,35 +206,81 @@ impl OtpEngine {
         client: &ClientInfo,
         now: NaiveDateTime,
     ) -> Result<Check, ApiError> {
+        if self
+            .match_challenge(conn, session_id, purposes, code, client, now)?
+            .is_some()
+        {
+            return Ok(Check::Matched);
+        }
+        let refusal = self.record_failures(conn, session_id, purposes, client, now)?;
+        Ok(Check::Refused(refusal.unwrap_or_else(|| {
+            ApiError::new(
+                ErrorCode::OtpInvalid,
+                "No code is waiting to be verified (none was sent).",
+            )
+        })))
+    }
+
+    /// The live challenge `code` matches, consumed; nothing is counted.
+    fn match_challenge(
+        &self,
+        conn: &mut DbConnection,
+        session_id: &str,
+        purposes: &[&str],
+        code: &str,
+        client: &ClientInfo,
+        now: NaiveDateTime,
+    ) -> Result<Option<ChallengeRow>, ApiError> {
+        if !is_well_formed(code, self.settings.otp_length) {
+            return Ok(None);
+        }
+        for purpose in purposes {
+            let Some(challenge) = challenges::find(conn, session_id, purpose)? else {
+                continue;
+            };
+            if state(&challenge, now) == ChallengeState::Live
+                && self.key.matches(&challenge.id, code, &challenge.code_hmac)
+                && challenges::consume(conn, &challenge.id, now)?
+            {
+                audit::record(
+                    conn,
+                    AuditKind::OtpVerified,
+                    Some(&challenge.user_id),
+                    Some(session_id),
+                    client,
+                    Some(&challenge.purpose),
+                    now,
+                )?;
+                return Ok(Some(challenge));
+            }
+        }
+        Ok(None)
+    }
+
+    /// After a miss: counts a wrong try on every live challenge (burning
+    /// those that reach their limit) and says why the code was refused;
+    /// `None` when the session has no challenge of `purposes` at all.
+    fn record_failures(
+        &self,
+        conn: &mut DbConnection,
+        session_id: &str,
+        purposes: &[&str],
+        client: &ClientInfo,
+        now: NaiveDateTime,
+    ) -> Result<Option<ApiError>, ApiError> {
         let mut candidates = Vec::new();
         for purpose in purposes {
             if let Some(row) = challenges::find(conn, session_id, purpose)? {
                 candidates.push(row);
             }
         }
-        let well_formed = is_well_formed(code, self.settings.otp_length);
+        if candidates.is_empty() {
+            return Ok(None);
+        }
         let live: Vec<&ChallengeRow> = candidates
             .iter()
             .filter(|c| state(c, now) == ChallengeState::Live)
             .collect();
-        if well_formed {
-            for challenge in &live {
-                if self.key.matches(&challenge.id, code, &challenge.code_hmac)
-                    && challenges::consume(conn, &challenge.id, now)?
-                {
-                    audit::record(
-                        conn,
-                        AuditKind::OtpVerified,
-                        Some(&challenge.user_id),
-                        Some(session_id),
-                        client,
-                        Some(&challenge.purpose),
-                        now,
-                    )?;
-                    return Ok(Check::Matched((*challenge).clone()));
-                }
-            }
-        }
         if !live.is_empty() {
             for challenge in &live {
                 let burn = challenge.attempts + 1 >= challenge.max_attempts;
@@ -251,7 +300,7 @@ impl OtpEngine {
                     now,
                 )?;
             }
-            return Ok(Check::Refused(
+            return Ok(Some(
                 ApiError::new(ErrorCode::OtpInvalid, "The code is not valid.").at_pointer("/otp"),
             ));
         }
@@ -277,7 +326,92 @@ impl OtpEngine {
                 "No code is waiting to be verified (it was used, or none was sent).",
             )
         };
-        Ok(Check::Refused(refusal))
+        Ok(Some(refusal))
+    }
+
+    /// Verifies `code` for `session` as any of `types`: the session's email
+    /// and account codes first, then the user's authenticator and recovery
+    /// codes. A match marks the session's factor; a miss is counted (code
+    /// attempts, and lockout for the user's own factors) and returned as
+    /// `Err` inside `Ok`, so the caller commits the counters.
+    pub fn verify_in_tx(
+        &self,
+        conn: &mut DbConnection,
+        session: &SessionRow,
+        code: &str,
+        types: &[OtpType],
+        client: &ClientInfo,
+        now: NaiveDateTime,
+    ) -> Result<Result<OtpType, ApiError>, ApiError> {
+        let purposes: Vec<&'static str> = types.iter().filter_map(|t| t.purpose()).collect();
+        if let Some(challenge) =
+            self.match_challenge(conn, &session.id, &purposes, code, client, now)?
+        {
+            if challenge.purpose == LOGIN {
+                let changes = SessionChanges {
+                    otp_email_verified_at: Some(Some(now)),
+                    ..SessionChanges::default()
+                };
+                session_rows::update(conn, &session.id, &changes, now)?;
+            }
+            return Ok(Ok(OtpType::from_purpose(&challenge.purpose)));
+        }
+        let mut second_factor_refused = false;
+        if types
+            .iter()
+            .any(|t| matches!(t, OtpType::Totp | OtpType::Recovery))
+        {
+            let user = users::find(conn, &session.user_id)?.ok_or_else(|| {
+                ApiError::unauthorized("The user of this session no longer exists.")
+            })?;
+            match totp::check_second_factor(
+                self,
+                conn,
+                &user,
+                code,
+                types,
+                &totp::Attempt {
+                    session_id: Some(&session.id),
+                    client,
+                    now,
+                },
+            )? {
+                totp::SecondFactor::Matched(kind) => {
+                    let changes = SessionChanges {
+                        totp_verified_at: Some(Some(now)),
+                        ..SessionChanges::default()
+                    };
+                    session_rows::update(conn, &session.id, &changes, now)?;
+                    return Ok(Ok(kind));
+                }
+                totp::SecondFactor::Refused => {
+                    credentials::ensure_not_locked(&user, now)?;
+                    audit::record(
+                        conn,
+                        AuditKind::OtpFailed,
+                        Some(&user.id),
+                        Some(&session.id),
+                        client,
+                        Some("totp"),
+                        now,
+                    )?;
+                    credentials::register_failure(&self.settings, conn, &user.id, client, now)?;
+                    second_factor_refused = true;
+                }
+                totp::SecondFactor::Absent => {}
+            }
+        }
+        let refusal = self.record_failures(conn, &session.id, &purposes, client, now)?;
+        Ok(Err(match refusal {
+            Some(refusal) if !second_factor_refused => refusal,
+            _ if second_factor_refused => {
+                ApiError::new(ErrorCode::OtpInvalid, "The code is not valid.").at_pointer("/otp")
+            }
+            _ => ApiError::new(
+                ErrorCode::OtpInvalid,
+                "No code is waiting to be verified (none was sent, and no authenticator is set up).",
+            ),
+        }))
     }
 }
 
@@ -345,37 +479,30 @@ pub async fn verify(
     core.rate_limiter
         .check(client.ip.as_deref(), core.clock.now())?;
     let session = target_session(core, caller, session_id).await?;
-    let types = types.unwrap_or_else(|| vec![OtpType::Login, OtpType::Account]);
-    let purposes: Vec<&'static str> = types.iter().filter_map(|t| t.purpose()).collect();
+    let types = types.unwrap_or_else(|| {
+        vec![
+            OtpType::Login,
+            OtpType::Account,
+            OtpType::Totp,
+            OtpType::Recovery,
+        ]
+    });
     let engine = core.otp_engine();
     let now = core.now();
     let session_id = session.id.clone();
-    let check = core
+    let outcome = core
         .db
         .run(move |conn| {
             write_tx(conn, |conn| {
-                let check = engine.check(conn, &session.id, &purposes, &code, &client, now)?;
-                if let Check::Matched(challenge) = &check
-                    && challenge.purpose == LOGIN
-                {
-                    let changes = SessionChanges {
-                        otp_email_verified_at: Some(Some(now)),
-                        ..SessionChanges::default()
-                    };
-                    session_rows::update(conn, &session.id, &changes, now)?;
-                }
-                Ok::<_, ApiError>(check)
+                engine.verify_in_tx(conn, &session, &code, &types, &client, now)
             })
         })
         .await?;
-    match check {
-        Check::Matched(challenge) => Ok(VerifyResult {
-            valid: true,
-            otp_type: OtpType::from_purpose(&challenge.purpose),
-            session_id,
-        }),
-        Check::Refused(error) => Err(error),
-    }
+    Ok(VerifyResult {
+        valid: true,
+        otp_type: outcome?,
+        session_id,
+    })
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -523,7 +650,7 @@ pub async fn set_pin(
         .run(move |conn| {
             write_tx(conn, |conn| {
                 let check = engine.check(conn, &session_id, &[ACCOUNT], &code, &client, now)?;
-                if let Check::Matched(_) = check {
+                if let Check::Matched = check {
                     users::set_pin_hash(conn, &user_id, &pin_hash, now)?;
                     audit::record(
                         conn,
@@ -540,7 +667,7 @@ pub async fn set_pin(
         })
         .await?;
     match check {
-        Check::Matched(_) => Ok(()),
+        Check::Matched => Ok(()),
         Check::Refused(error) => Err(error),
     }
 }

@@ -496,7 +496,8 @@ pub async fn update(
 
                 // A new session always gets its code first.
                 if passed_login_otp && !created {
-                    if session.otp_email_verified_at.is_none() && !is_admin {
+                    let second_factor = session.otp_email_verified_at.or(session.totp_verified_at);
+                    if second_factor.is_none() && !is_admin {
                         return Err(ApiError::new(
                             ErrorCode::OtpNotVerified,
                             "Verify the login code with POST /user/otp/verify first.",

@@ -33,6 +33,7 @@ async fn enqueue(app: &TestApp, mails: Vec<(String, &'static str, String, String
                                 application_name: Some("Portal".into()),
                                 expires_in_minutes: Some(5),
                                 link: None,
+                                event: None,
                             },
                             code: Some(code),
                         };

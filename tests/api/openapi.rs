@@ -38,6 +38,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/user/otp/verify"),
     ("post", "/user/otp"),
     ("put", "/user/pin"),
+    ("post", "/user/devices/totp"),
+    ("delete", "/user/devices/totp"),
+    ("post", "/user/devices/totp/confirm"),
+    ("post", "/user/recovery-codes"),
+    ("delete", "/admin/users/{id}/totp"),
 ];
 
 fn operations(spec: &Value) -> BTreeSet<(String, String)> {
