@@ -16,3 +16,4 @@ mod openapi;
 mod ops;
 mod sessions;
 mod smtp;
+mod totp;
