@@ -103,3 +103,50 @@ pub fn list(
     let total = count.count().get_result(conn)?;
     Ok((rows, total))
 }
+
+/// Filters of a session search; every given one must hold.
+#[derive(Debug, Default, Clone)]
+pub struct SessionSearch {
+    pub ids: Option<Vec<String>>,
+    pub user_id: Option<String>,
+    pub created_after: Option<NaiveDateTime>,
+    pub created_before: Option<NaiveDateTime>,
+    pub created_at: Option<NaiveDateTime>,
+    pub ascending: bool,
+}
+
+pub fn search(
+    conn: &mut DbConnection,
+    filter: &SessionSearch,
+    limit: i64,
+    offset: i64,
+) -> QueryResult<(Vec<SessionRow>, i64)> {
+    // The same filters for the page and for the count.
+    let filtered = || {
+        let mut query = sessions::table.into_boxed();
+        if let Some(ids) = &filter.ids {
+            query = query.filter(sessions::id.eq_any(ids.clone()));
+        }
+        if let Some(user_id) = &filter.user_id {
+            query = query.filter(sessions::user_id.eq(user_id.clone()));
+        }
+        if let Some(after) = filter.created_after {
+            query = query.filter(sessions::created_at.gt(after));
+        }
+        if let Some(before) = filter.created_before {
+            query = query.filter(sessions::created_at.lt(before));
+        }
+        if let Some(at) = filter.created_at {
+            query = query.filter(sessions::created_at.eq(at));
+        }
+        query
+    };
+    let page = if filter.ascending {
+        filtered().order((sessions::created_at.asc(), sessions::id.asc()))
+    } else {
+        filtered().order((sessions::created_at.desc(), sessions::id.desc()))
+    };
+    let rows = page.limit(limit).offset(offset).load(conn)?;
+    let total = filtered().count().get_result(conn)?;
+    Ok((rows, total))
+}

@@ -125,6 +125,8 @@ pub struct Fields<'a> {
     body: &'a Map<String, Value>,
     known: Vec<&'static str>,
     problems: Vec<Problem>,
+    /// The JSON pointer of this object (empty for the body itself).
+    prefix: String,
 }
 
 impl<'a> Fields<'a> {
@@ -133,13 +135,89 @@ impl<'a> Fields<'a> {
             body: &body.0,
             known: Vec::new(),
             problems: Vec::new(),
+            prefix: String::new(),
+        }
+    }
+
+    fn pointer(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
+    }
+
+    /// A nested object, read with its own `Fields`; hand it back with
+    /// [`Fields::absorb`] so its problems are reported.
+    pub fn object(&mut self, name: &'static str) -> Option<Fields<'a>> {
+        match self.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => Some(Fields {
+                body: map,
+                known: Vec::new(),
+                problems: Vec::new(),
+                prefix: self.pointer(name),
+            }),
+            Some(other) => {
+                self.problem(
+                    name,
+                    format!("{name} must be an object, not {}.", json_type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// Takes a nested reader's problems (and its unknown fields) over.
+    pub fn absorb(&mut self, mut child: Fields<'a>) {
+        child.reject_unknown();
+        self.problems.append(&mut child.problems);
+    }
+
+    /// An object of string values, each passing `rule`.
+    pub fn string_map(
+        &mut self,
+        name: &'static str,
+        rule: Rule,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        match self.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => {
+                let mut values = std::collections::BTreeMap::new();
+                for (key, value) in map {
+                    let pointer = format!("{}/{key}", self.pointer(name));
+                    match value {
+                        Value::String(s) => match rule(s) {
+                            Ok(()) => {
+                                values.insert(key.clone(), s.clone());
+                            }
+                            Err(why) => self.problems.push(Problem {
+                                detail: format!("{name}.{key} {why}."),
+                                source: Some(Source::Pointer(pointer)),
+                            }),
+                        },
+                        other => self.problems.push(Problem {
+                            detail: format!(
+                                "{name}.{key} must be a string, not {}.",
+                                json_type_name(other)
+                            ),
+                            source: Some(Source::Pointer(pointer)),
+                        }),
+                    }
+                }
+                Some(values)
+            }
+            Some(other) => {
+                self.problem(
+                    name,
+                    format!("{name} must be an object, not {}.", json_type_name(other)),
+                );
+                None
+            }
         }
     }
 
     fn problem(&mut self, name: &str, detail: String) {
+        let pointer = self.pointer(name);
         self.problems.push(Problem {
             detail,
-            source: Some(Source::Pointer(format!("/{name}"))),
+            source: Some(Source::Pointer(pointer)),
         });
     }
 
@@ -219,7 +297,10 @@ impl<'a> Fields<'a> {
                             Ok(()) => values.push(s.clone()),
                             Err(why) => self.problems.push(Problem {
                                 detail: format!("{name}[{index}] {why}."),
-                                source: Some(Source::Pointer(format!("/{name}/{index}"))),
+                                source: Some(Source::Pointer(format!(
+                                    "{}/{index}",
+                                    self.pointer(name)
+                                ))),
                             }),
                         },
                         other => self.problems.push(Problem {
@@ -227,7 +308,10 @@ impl<'a> Fields<'a> {
                                 "{name}[{index}] must be a string, not {}.",
                                 json_type_name(other)
                             ),
-                            source: Some(Source::Pointer(format!("/{name}/{index}"))),
+                            source: Some(Source::Pointer(format!(
+                                "{}/{index}",
+                                self.pointer(name)
+                            ))),
                         }),
                     }
                 }
@@ -285,6 +369,15 @@ impl<'a> Fields<'a> {
     /// Fails with every problem found, including unknown fields (a typo in
     /// a field name must not be silently ignored).
     pub fn finish(mut self) -> Result<(), ApiError> {
+        self.reject_unknown();
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(self.problems))
+        }
+    }
+
+    fn reject_unknown(&mut self) {
         let unknown: Vec<String> = self
             .body
             .keys()
@@ -297,11 +390,6 @@ impl<'a> Fields<'a> {
                 &name,
                 format!("{name} is not a field of this request (allowed: {allowed})."),
             );
-        }
-        if self.problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::validation(self.problems))
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod otp;
 pub mod outbox;
 pub mod rate_limit;
 pub mod rules;
+pub mod session_checks;
 pub mod sessions;
 pub mod totp;
 pub mod users;

@@ -70,6 +70,37 @@ pub fn require_email(user: &UserRow) -> Result<&str, ApiError> {
     })
 }
 
+/// How a new login code reaches the user.
+#[derive(Debug, Clone)]
+pub enum CodeDelivery {
+    /// Mailed, with an optional sign-in link made from a URL template
+    /// (`{{.Code}}`, `{{.UserID}}`, `{{.LoginName}}`, `{{.SessionID}}`).
+    Mail { link_template: Option<String> },
+    /// Returned to the (trusted) caller only.
+    Return,
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn url_component(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn fill_link(template: &str, code: &str, user: &UserRow, session_id: &str) -> String {
+    template
+        .replace("{{.Code}}", code)
+        .replace("{{.UserID}}", &user.id)
+        .replace("{{.LoginName}}", &url_component(&user.login_name))
+        .replace("{{.SessionID}}", session_id)
+}
+
 /// What OTP work inside a blocking transaction needs (cheap to clone).
 #[derive(Clone)]
 pub struct OtpEngine {
@@ -138,18 +169,22 @@ impl OtpEngine {
         Ok((code, expires_at))
     }
 
-    /// Makes a login code for the session and queues its mail, in the
-    /// caller's transaction (the caller holds the session's row lock). A
-    /// second code sooner than the cooldown is refused.
+    /// Makes a login code for the session and, for [`CodeDelivery::Mail`],
+    /// queues its mail, in the caller's transaction (the caller holds the
+    /// session's row lock). A second code sooner than the cooldown is refused.
     pub fn send_login_code(
         &self,
         conn: &mut DbConnection,
         user: &UserRow,
         session: &SessionRow,
+        delivery: &CodeDelivery,
         client: &ClientInfo,
         now: NaiveDateTime,
     ) -> Result<(String, NaiveDateTime), ApiError> {
-        let email = require_email(user)?;
+        let email = match delivery {
+            CodeDelivery::Mail { .. } => Some(require_email(user)?),
+            CodeDelivery::Return => None,
+        };
         if let Some(previous) = challenges::find(conn, &session.id, LOGIN)? {
             let cooldown_ends =
                 previous.created_at + Duration::seconds(self.settings.otp_resend_cooldown_secs);
@@ -163,24 +198,29 @@ impl OtpEngine {
             }
         }
         let (code, expires_at) = self.new_challenge(conn, &user.id, &session.id, LOGIN, now)?;
-        let application_name = match &session.application_id {
-            Some(id) => applications::find(conn, id)?.map(|a| a.application_name),
-            None => None,
-        };
-        let mail = OutgoingMail {
-            kind: MailKind::LoginOtp,
-            language: &user.preferred_language,
-            recipient: email,
-            context: MailContext {
-                display_name: user.display_name.clone(),
-                application_name,
-                expires_in_minutes: Some((self.settings.otp_ttl_secs + 59) / 60),
-                link: None,
-                event: None,
-            },
-            code: Some(&code),
-        };
-        self.mailer.enqueue(conn, mail, now)?;
+        if let (Some(email), CodeDelivery::Mail { link_template }) = (email, delivery) {
+            let application_name = match &session.application_id {
+                Some(id) => applications::find(conn, id)?.map(|a| a.application_name),
+                None => None,
+            };
+            let link = link_template
+                .as_deref()
+                .map(|template| fill_link(template, &code, user, &session.id));
+            let mail = OutgoingMail {
+                kind: MailKind::LoginOtp,
+                language: &user.preferred_language,
+                recipient: email,
+                context: MailContext {
+                    display_name: user.display_name.clone(),
+                    application_name,
+                    expires_in_minutes: Some((self.settings.otp_ttl_secs + 59) / 60),
+                    link,
+                    event: None,
+                },
+                code: Some(&code),
+            };
+            self.mailer.enqueue(conn, mail, now)?;
+        }
         session_rows::update(conn, &session.id, &SessionChanges::default(), now)?;
         audit::record(
             conn,
@@ -222,7 +262,7 @@ impl OtpEngine {
     }
 
     /// The live challenge `code` matches, consumed; nothing is counted.
-    fn match_challenge(
+    pub(crate) fn match_challenge(
         &self,
         conn: &mut DbConnection,
         session_id: &str,
@@ -260,7 +300,7 @@ impl OtpEngine {
     /// After a miss: counts a wrong try on every live challenge (burning
     /// those that reach their limit) and says why the code was refused;
     /// `None` when the session has no challenge of `purposes` at all.
-    fn record_failures(
+    pub(crate) fn record_failures(
         &self,
         conn: &mut DbConnection,
         session_id: &str,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::audit::{self, AuditKind, ClientInfo};
 use super::credentials::{self, Secret};
-use super::otp;
+use super::otp::{self, CodeDelivery};
 use super::users::normalize_login_name;
 use super::{Core, Page, Paged, parse_id, to_utc};
 use crate::db::sessions::{self as rows, SessionChanges, SessionRow};
@@ -522,8 +522,16 @@ pub async fn update(
                     return Ok(UpdateOutcome::Verified);
                 }
 
-                let (code, expires_at) =
-                    engine.send_login_code(conn, &user, &session, &client, now)?;
+                let (code, expires_at) = engine.send_login_code(
+                    conn,
+                    &user,
+                    &session,
+                    &CodeDelivery::Mail {
+                        link_template: None,
+                    },
+                    &client,
+                    now,
+                )?;
                 Ok(UpdateOutcome::CodeSent {
                     code,
                     expires_at: to_utc(expires_at),

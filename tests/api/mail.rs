@@ -72,6 +72,19 @@ async fn row(app: &TestApp, id: &str) -> OutboxRow {
         .expect("the row")
 }
 
+/// Waits (bounded) until the worker has recorded the row as `status` (the
+/// SMTP server sees the mail a moment before the worker records it).
+async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> OutboxRow {
+    for _ in 0..500 {
+        let current = row(app, id).await;
+        if current.status == status {
+            return current;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("row {id} never became {status}");
+}
+
 /// Waits (bounded) until the row's attempts reach `attempts`.
 async fn wait_for_attempts(app: &TestApp, id: &str, attempts: i32) -> OutboxRow {
     for _ in 0..500 {
@@ -119,7 +132,7 @@ async fn a_login_code_mail_arrives_with_text_and_html_parts() {
     );
     assert!(mail.header("From").contains("no-reply@localhost"));
 
-    let stored = row(&app, &id[0]).await;
+    let stored = wait_for_status(&app, &id[0], "sent").await;
     assert_eq!(format!("<{}>", mail.message_id()), stored.message_id);
     assert_eq!(stored.status, "sent");
     assert_eq!(stored.attempts, 1);
@@ -191,7 +204,7 @@ async fn a_refused_mail_stays_pending_and_is_retried_with_backoff() {
     let mails = app.smtp.wait_for(1).await;
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].code(), "123456");
-    let sent = row(&app, &id).await;
+    let sent = wait_for_status(&app, &id, "sent").await;
     assert_eq!((sent.status.as_str(), sent.attempts), ("sent", 2));
 }
 
@@ -276,7 +289,7 @@ async fn a_restart_between_enqueue_and_delivery_loses_nothing() {
     app.core.mailer.wake();
     let mails = relay.wait_for(1).await;
     assert_eq!(mails[0].code(), "654321");
-    assert_eq!(row(&app, &id).await.status, "sent");
+    wait_for_status(&app, &id, "sent").await;
     assert_eq!(
         latchkey::mailer::outbox::deliver_due(&app.core)
             .await
@@ -369,8 +382,17 @@ async fn two_workers_on_one_database_deliver_500_mails_once_each() {
     assert_eq!(received_after.len(), 500, "no duplicates");
     let ids: BTreeSet<String> = received.iter().map(|m| m.message_id()).collect();
     assert_eq!(ids.len(), 500);
-    let sent = json(first.get("/admin/outbox?status=sent&limit=1").await).await;
-    assert_eq!(sent["meta"]["total"], 500);
+    let mut sent_total = serde_json::Value::Null;
+    for _ in 0..250 {
+        sent_total =
+            json(first.get("/admin/outbox?status=sent&limit=1").await).await["meta"]["total"]
+                .clone();
+        if sent_total == 500 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(sent_total, 500);
     eprintln!(
         "500 mails through two workers in {elapsed:?} ({:.0}/s)",
         500.0 / elapsed.as_secs_f64()
