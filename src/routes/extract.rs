@@ -330,6 +330,80 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An optional whole number from `min` to `max`, as a JSON number or a
+    /// numeric string (protobuf's JSON writes 64-bit numbers as strings).
+    pub fn optional_count(&mut self, name: &'static str, min: i64, max: i64) -> Option<i64> {
+        let parsed = match self.get(name) {
+            None | Some(Value::Null) => return None,
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.parse::<i64>().ok(),
+            Some(_) => None,
+        };
+        match parsed {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.problem(
+                    name,
+                    format!("{name} must be a whole number from {min} to {max}."),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn optional_bool(&mut self, name: &'static str) -> Option<bool> {
+        match self.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                self.problem(
+                    name,
+                    format!(
+                        "{name} must be true or false, not {}.",
+                        json_type_name(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An array of objects, each read with its own `Fields` (absorb each).
+    pub fn object_list(&mut self, name: &'static str) -> Option<Vec<Fields<'a>>> {
+        match self.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                let mut readers = Vec::with_capacity(items.len());
+                for (index, item) in items.iter().enumerate() {
+                    let prefix = format!("{}/{index}", self.pointer(name));
+                    match item {
+                        Value::Object(map) => readers.push(Fields {
+                            body: map,
+                            known: Vec::new(),
+                            problems: Vec::new(),
+                            prefix,
+                        }),
+                        other => self.problems.push(Problem {
+                            detail: format!(
+                                "{name}[{index}] must be an object, not {}.",
+                                json_type_name(other)
+                            ),
+                            source: Some(Source::Pointer(prefix)),
+                        }),
+                    }
+                }
+                Some(readers)
+            }
+            Some(other) => {
+                self.problem(
+                    name,
+                    format!("{name} must be an array, not {}.", json_type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
     pub fn required_bool(&mut self, name: &'static str) -> bool {
         match self.get(name) {
             None | Some(Value::Null) => {
@@ -554,5 +628,26 @@ impl FromRequest for ClientInfo {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(500).collect());
         ready(Ok(ClientInfo { ip, user_agent }))
+    }
+}
+
+/// A caller with a bearer token, or nobody (no Authorization header); a
+/// token that is sent must be valid.
+pub struct OptionalCaller(pub Option<Caller>);
+
+impl FromRequest for OptionalCaller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .is_none()
+        {
+            return Box::pin(async { Ok(OptionalCaller(None)) });
+        }
+        let caller = SessionCaller::from_request(req, payload);
+        Box::pin(async move { Ok(OptionalCaller(Some(caller.await?.0))) })
     }
 }

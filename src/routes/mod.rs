@@ -6,6 +6,7 @@ pub mod extract;
 pub mod openapi;
 pub mod ops;
 pub mod pace;
+pub mod zitadel;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -19,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ops::configure(cfg);
     admin::configure(cfg);
     pace::configure(cfg);
+    zitadel::configure(cfg);
     cfg.service(openapi::service());
 }
 

@@ -266,6 +266,31 @@ pub struct SetPinBody {
     pub otp: String,
 }
 
+/// `checks` (`user{loginName|userId}`, `password{password}`, `totp{code}`,
+/// `otpEmail{code}`, `recoveryCode{code}`), `challenges`
+/// (`otpEmail{sendCode{urlTemplate?}}` or `otpEmail{returnCode{}}`),
+/// `metadata` (base64 values), `lifetime` (e.g. `"18000s"`).
+#[derive(ToSchema)]
+pub struct V2SessionBody {
+    #[schema(value_type = Object)]
+    pub checks: Option<serde_json::Value>,
+    #[schema(value_type = Object)]
+    pub challenges: Option<serde_json::Value>,
+    #[schema(value_type = Object)]
+    pub metadata: Option<serde_json::Value>,
+    pub lifetime: Option<String>,
+}
+
+/// `queries` (`idsQuery{ids}`, `userIdQuery{id}`,
+/// `creationDateQuery{creationDate, method}`), `query{offset, limit, asc}`.
+#[derive(ToSchema)]
+pub struct V2SearchBody {
+    #[schema(value_type = Object)]
+    pub query: Option<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub queries: Option<Vec<serde_json::Value>>,
+}
+
 #[derive(ToSchema)]
 pub struct OtpBody {
     pub otp: String,
@@ -379,6 +404,11 @@ impl Modify for BearerAuth {
         super::pace::remove_totp,
         super::pace::create_recovery_codes,
         super::admin::remove_user_totp,
+        super::zitadel::create_session,
+        super::zitadel::set_session,
+        super::zitadel::get_session,
+        super::zitadel::delete_session,
+        super::zitadel::search_sessions,
     ),
     tags(
         (name = "ops", description = "Health, readiness, metrics and signing keys"),
@@ -386,6 +416,7 @@ impl Modify for BearerAuth {
         (name = "sessions", description = "Login sessions (PACE-style)"),
         (name = "otp", description = "One-time codes and the PIN"),
         (name = "totp", description = "Authenticator apps and recovery codes"),
+        (name = "v2", description = "ZITADEL v2 Session API shape"),
     )
 )]
 pub struct ApiDoc;

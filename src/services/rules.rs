@@ -156,6 +156,45 @@ pub fn otp_type(value: &str) -> Result<(), String> {
     }
 }
 
+/// Standard base64 (metadata values are bytes, sent as base64).
+pub fn base64(value: &str) -> Result<(), String> {
+    use base64::Engine;
+    if value.len() > 8192 {
+        return Err("must be at most 8192 characters".into());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map(drop)
+        .map_err(|_| "must be base64".into())
+}
+
+/// A duration in seconds as protobuf's JSON writes it: `18000s`, `1.5s`.
+pub fn duration(value: &str) -> Result<(), String> {
+    parse_duration(value)
+        .map(drop)
+        .ok_or_else(|| "must be a duration like \"18000s\"".into())
+}
+
+pub fn parse_duration(value: &str) -> Option<chrono::Duration> {
+    let seconds: f64 = value.strip_suffix('s')?.parse().ok()?;
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
+        return None;
+    }
+    Some(chrono::Duration::milliseconds((seconds * 1000.0) as i64))
+}
+
+/// An http(s) URL template for a sign-in link.
+pub fn url_template(value: &str) -> Result<(), String> {
+    let ok = (value.starts_with("https://") || value.starts_with("http://"))
+        && value.len() <= 2000
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err("must be an http(s) URL of at most 2000 characters".into())
+    }
+}
+
 /// `^[0-9a-fA-F]{8}-…-[0-9a-fA-F]{12}$`
 pub fn uuid(value: &str) -> Result<(), String> {
     let groups: Vec<&str> = value.split('-').collect();

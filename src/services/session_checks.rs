@@ -150,16 +150,16 @@ fn apply(
     if let Some(lifetime) = request.lifetime {
         changes.expires_at = Some(now + lifetime);
     }
-    let code = match &request.otp_email {
-        Some(delivery) => Some(
-            engine
-                .send_login_code(conn, user, session, delivery, client, now)?
-                .0,
-        ),
-        None => None,
-    };
+    let mut returned_code = None;
+    if let Some(delivery) = &request.otp_email {
+        let (code, _) = engine.send_login_code(conn, user, session, delivery, client, now)?;
+        // Only a trusted caller that asked for it gets the code back.
+        if matches!(delivery, CodeDelivery::Return) {
+            returned_code = Some(code);
+        }
+    }
     rows::update(conn, &session.id, &changes, now)?;
-    Ok(Applied::Done(code))
+    Ok(Applied::Done(returned_code))
 }
 
 /// Counts a failed check in its own transaction (the request's changes

@@ -17,3 +17,4 @@ mod ops;
 mod sessions;
 mod smtp;
 mod totp;
+mod zitadel;

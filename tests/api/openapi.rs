@@ -43,6 +43,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/user/devices/totp/confirm"),
     ("post", "/user/recovery-codes"),
     ("delete", "/admin/users/{id}/totp"),
+    ("post", "/v2/sessions"),
+    ("post", "/v2/sessions/search"),
+    ("get", "/v2/sessions/{sessionId}"),
+    ("patch", "/v2/sessions/{sessionId}"),
+    ("delete", "/v2/sessions/{sessionId}"),
 ];
 
 fn operations(spec: &Value) -> BTreeSet<(String, String)> {

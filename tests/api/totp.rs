@@ -27,11 +27,11 @@ fn hotp<M: Mac + hmac::digest::KeyInit>(secret: &[u8], counter: u64, digits: u32
     )
 }
 
-fn totp_sha1(secret: &[u8], unix_time: i64, digits: u32) -> String {
+pub fn totp_sha1(secret: &[u8], unix_time: i64, digits: u32) -> String {
     hotp::<Hmac<sha1::Sha1>>(secret, (unix_time / 30) as u64, digits)
 }
 
-fn base32_decode(text: &str) -> Vec<u8> {
+pub fn base32_decode(text: &str) -> Vec<u8> {
     const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let (mut buffer, mut bits, mut out) = (0u32, 0, Vec::new());
     for c in text.trim_end_matches('=').chars() {
@@ -96,7 +96,7 @@ fn now(app: &TestApp) -> i64 {
 }
 
 /// Logs in and verifies the session with the emailed code.
-async fn verified_login(app: &TestApp, user: &TestUser) -> Login {
+pub async fn verified_login(app: &TestApp, user: &TestUser) -> Login {
     let login = app.login(user).await;
     let path = format!("/sessions/{}", login.session_id);
     let before = app.smtp.received().len();
@@ -118,7 +118,7 @@ async fn verified_login(app: &TestApp, user: &TestUser) -> Login {
     login
 }
 
-async fn enroll(app: &TestApp, login: &Login) -> Value {
+pub async fn enroll(app: &TestApp, login: &Login) -> Value {
     let response = app
         .with_token(Method::POST, "/user/devices/totp", &login.token)
         .send()
@@ -128,7 +128,7 @@ async fn enroll(app: &TestApp, login: &Login) -> Value {
     json(response).await
 }
 
-async fn confirm(app: &TestApp, login: &Login, code: &str) -> reqwest::Response {
+pub async fn confirm(app: &TestApp, login: &Login, code: &str) -> reqwest::Response {
     app.with_token(Method::POST, "/user/devices/totp/confirm", &login.token)
         .json(&json!({"otp": code}))
         .send()
