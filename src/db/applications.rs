@@ -33,7 +33,7 @@ pub fn insert(conn: &mut DbConnection, row: &ApplicationRow) -> QueryResult<()> 
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<ApplicationRow>> {
-    applications::table.find(id).first(conn).optional()
+    applications::table.find(id).get_result(conn).optional()
 }
 
 pub fn list_for_entity(
@@ -77,6 +77,6 @@ pub fn find_by_name(
     applications::table
         .filter(applications::entity_id.eq(entity_id))
         .filter(applications::application_name.eq(name))
-        .first(conn)
+        .get_result(conn)
         .optional()
 }

@@ -33,7 +33,7 @@ pub fn find(
     otp_challenges::table
         .filter(otp_challenges::session_id.eq(session_id))
         .filter(otp_challenges::purpose.eq(purpose))
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 

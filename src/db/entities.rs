@@ -30,7 +30,7 @@ pub fn insert(conn: &mut DbConnection, row: &EntityRow) -> QueryResult<()> {
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<EntityRow>> {
-    entities::table.find(id).first(conn).optional()
+    entities::table.find(id).get_result(conn).optional()
 }
 
 pub fn find_by_number(
@@ -39,7 +39,7 @@ pub fn find_by_number(
 ) -> QueryResult<Option<EntityRow>> {
     entities::table
         .filter(entities::entity_number.eq(entity_number))
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 

@@ -1,6 +1,10 @@
 //! Storage: one diesel `MultiConnection` over SQLite and PostgreSQL, an r2d2
 //! pool, and the embedded migrations of both backends. Query code is written
 //! once against [`DbConnection`]; backend differences stay in this folder.
+//!
+//! Lookups by a unique key use `get_result`, not `first`: `first` binds
+//! `LIMIT ?`, and SQLite re-prepares a cached statement whenever a bound
+//! LIMIT is rebound, which halved the throughput of a session read.
 
 pub mod applications;
 pub mod audit;
@@ -122,6 +126,10 @@ impl Db {
             .max_size(pool_size)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(5))
+            // A SQLite file cannot go away under a connection; testing each
+            // checkout would cost a statement per query. PostgreSQL
+            // connections are tested, so a restarted server is noticed.
+            .test_on_check_out(backend == Backend::Postgres)
             .build(manager)
             .map_err(|e| DbSetupError::Connect(e.to_string()))?;
         Ok(Self { pool, backend })

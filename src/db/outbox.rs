@@ -42,7 +42,7 @@ pub fn insert(conn: &mut DbConnection, row: &OutboxRow) -> QueryResult<()> {
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<OutboxRow>> {
-    outbox::table.find(id).first(conn).optional()
+    outbox::table.find(id).get_result(conn).optional()
 }
 
 /// Leases up to `limit` due rows to `owner` until `lease_until` and returns
@@ -213,5 +213,5 @@ pub fn oldest_pending(conn: &mut DbConnection) -> QueryResult<Option<NaiveDateTi
     outbox::table
         .filter(outbox::status.eq(PENDING))
         .select(diesel::dsl::min(outbox::created_at))
-        .first(conn)
+        .get_result(conn)
 }

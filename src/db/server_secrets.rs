@@ -15,7 +15,7 @@ pub fn get_or_create(
     let existing = server_secrets::table
         .find(name)
         .select(server_secrets::value)
-        .first::<Vec<u8>>(conn)
+        .get_result::<Vec<u8>>(conn)
         .optional()?;
     if let Some(value) = existing {
         return Ok(value);
@@ -35,7 +35,7 @@ pub fn get_or_create(
         )) => server_secrets::table
             .find(name)
             .select(server_secrets::value)
-            .first(conn),
+            .get_result(conn),
         Err(e) => Err(e),
     }
 }

@@ -54,7 +54,7 @@ pub fn insert(conn: &mut DbConnection, row: &SessionRow) -> QueryResult<()> {
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>> {
-    sessions::table.find(id).first(conn).optional()
+    sessions::table.find(id).get_result(conn).optional()
 }
 
 /// Reads the session and, on PostgreSQL, locks its row until the
@@ -62,7 +62,7 @@ pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>
 /// other (SQLite's write transaction already does that).
 pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>> {
     match conn {
-        DbConnection::Postgresql(pg) => sessions::table.find(id).for_update().first(pg).optional(),
+        DbConnection::Postgresql(pg) => sessions::table.find(id).for_update().get_result(pg).optional(),
         DbConnection::Sqlite(_) => find(conn, id),
     }
 }

@@ -16,7 +16,7 @@ pub struct TotpDeviceRow {
 }
 
 pub fn find(conn: &mut DbConnection, user_id: &str) -> QueryResult<Option<TotpDeviceRow>> {
-    totp_devices::table.find(user_id).first(conn).optional()
+    totp_devices::table.find(user_id).get_result(conn).optional()
 }
 
 /// Reads the device and, on PostgreSQL, locks it (replay checks must see
@@ -29,7 +29,7 @@ pub fn find_for_update(
         DbConnection::Postgresql(pg) => totp_devices::table
             .find(user_id)
             .for_update()
-            .first(pg)
+            .get_result(pg)
             .optional(),
         DbConnection::Sqlite(_) => find(conn, user_id),
     }

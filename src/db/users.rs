@@ -44,7 +44,7 @@ pub fn insert(conn: &mut DbConnection, row: &UserRow) -> QueryResult<()> {
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<UserRow>> {
-    users::table.find(id).first(conn).optional()
+    users::table.find(id).get_result(conn).optional()
 }
 
 pub fn list(
@@ -84,7 +84,7 @@ pub fn find_by_login_name(
 ) -> QueryResult<Option<UserRow>> {
     users::table
         .filter(users::login_name.eq(login_name))
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -99,7 +99,7 @@ pub fn find_by_entity_and_employee(
         .filter(entities::entity_number.eq(entity_number))
         .filter(users::employee_number.eq(employee_number))
         .select(users::all_columns)
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -135,7 +135,7 @@ pub fn set_pin_hash(
 /// ends (failure counting must not lose concurrent failures).
 pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<UserRow>> {
     match conn {
-        DbConnection::Postgresql(pg) => users::table.find(id).for_update().first(pg).optional(),
+        DbConnection::Postgresql(pg) => users::table.find(id).for_update().get_result(pg).optional(),
         DbConnection::Sqlite(_) => find(conn, id),
     }
 }
