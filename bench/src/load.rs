@@ -28,11 +28,21 @@ impl Outcome {
 
 /// The server's user+system CPU time so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -41,7 +51,10 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
-            status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }
@@ -68,7 +81,12 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..plan.connections {
-        let (request, next, measuring, stop) = (request.clone(), next.clone(), measuring.clone(), stop.clone());
+        let (request, next, measuring, stop) = (
+            request.clone(),
+            next.clone(),
+            measuring.clone(),
+            stop.clone(),
+        );
         let max = plan.max_requests;
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
@@ -103,14 +121,20 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            eprint!("\r  {:<12} {:>4.1} s / {:.0} s", plan.name, started.elapsed().as_secs_f64(), plan.duration.as_secs_f64());
+            eprint!(
+                "\r  {:<12} {:>4.1} s / {:.0} s",
+                plan.name,
+                started.elapsed().as_secs_f64(),
+                plan.duration.as_secs_f64()
+            );
         }
     }
     measuring.store(false, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let cpu_after = cpu_seconds(plan.server_pid);
     stop.store(true, Ordering::Relaxed);
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable_histogram());
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| unreachable_histogram());
     let (mut requests, mut errors) = (0, 0);
     for task in tasks {
         if let Ok((h, count, errs)) = task.await {

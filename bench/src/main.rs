@@ -63,7 +63,10 @@ struct Args {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn build_server() -> Result<PathBuf, Error> {
@@ -87,14 +90,25 @@ struct Database {
 impl Database {
     fn create(args: &Args, dir: &Path) -> Result<Self, Error> {
         match args.backend {
-            BackendArg::Sqlite => Ok(Self { url: dir.join("bench.sqlite3").to_string_lossy().into_owned(), postgres: None }),
+            BackendArg::Sqlite => Ok(Self {
+                url: dir.join("bench.sqlite3").to_string_lossy().into_owned(),
+                postgres: None,
+            }),
             BackendArg::Postgres => {
                 let name = format!("latchkey_bench_{}", std::process::id());
                 let mut conn = PgConnection::establish(&args.postgres_url)?;
-                diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn)?;
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut conn)?;
                 diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut conn)?;
-                let base = args.postgres_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&args.postgres_url);
-                Ok(Self { url: format!("{base}/{name}"), postgres: Some((args.postgres_url.clone(), name)) })
+                let base = args
+                    .postgres_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(&args.postgres_url);
+                Ok(Self {
+                    url: format!("{base}/{name}"),
+                    postgres: Some((args.postgres_url.clone(), name)),
+                })
             }
         }
     }
@@ -105,7 +119,8 @@ impl Drop for Database {
         if let Some((admin, name)) = &self.postgres
             && let Ok(mut conn) = PgConnection::establish(admin)
         {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn);
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut conn);
         }
     }
 }
@@ -117,7 +132,9 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -134,7 +151,10 @@ const SECRET: &str = "latchkey-bench-secret-0123456789abcdef";
 fn server_env(dir: &Path, db: &Database, port: u16) -> Vec<(String, String)> {
     vec![
         ("LATCHKEY_BIND".into(), format!("127.0.0.1:{port}")),
-        ("LATCHKEY_DATA_DIR".into(), dir.to_string_lossy().into_owned()),
+        (
+            "LATCHKEY_DATA_DIR".into(),
+            dir.to_string_lossy().into_owned(),
+        ),
         ("LATCHKEY_DATABASE_URL".into(), db.url.clone()),
         ("LATCHKEY_SECRET".into(), SECRET.into()),
         // One client on loopback: the per-IP limit is off for the run.
@@ -145,16 +165,29 @@ fn server_env(dir: &Path, db: &Database, port: u16) -> Vec<(String, String)> {
     ]
 }
 
-async fn start_server(bin: &Path, env: &[(String, String)], client: &reqwest::Client, port: u16) -> Result<Server, Error> {
+async fn start_server(
+    bin: &Path,
+    env: &[(String, String)],
+    client: &reqwest::Client,
+    port: u16,
+) -> Result<Server, Error> {
     let child = Command::new(bin)
         .arg("serve")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;
-    let server = Server { child, base: format!("http://127.0.0.1:{port}") };
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
     for _ in 0..200 {
-        if client.get(format!("{}/readyz", server.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return Ok(server);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -176,23 +209,45 @@ fn wanted(args: &Args, name: &str) -> bool {
 }
 
 /// One server over a freshly seeded database, with the chosen scenarios.
-async fn run_once(args: &Args, bin: &Path, sessions: usize, scenarios: &[&str]) -> Result<Run, Error> {
-    let dir = std::env::temp_dir().join(format!("latchkey-bench-{}-{sessions}", std::process::id()));
+async fn run_once(
+    args: &Args,
+    bin: &Path,
+    sessions: usize,
+    scenarios: &[&str],
+) -> Result<Run, Error> {
+    let dir =
+        std::env::temp_dir().join(format!("latchkey-bench-{}-{sessions}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let db = Database::create(args, &dir)?;
     let port = free_port()?;
     let env = server_env(&dir, &db, port);
     let settings = Settings::from_sources(None, env.clone())?;
-    let verify_codes = if scenarios.contains(&"otp-verify") { 120_000 } else { 0 };
-    eprintln!("seeding {} with {sessions} sessions …", if db.postgres.is_some() { "PostgreSQL" } else { "SQLite" });
+    let verify_codes = if scenarios.contains(&"otp-verify") {
+        120_000
+    } else {
+        0
+    };
+    eprintln!(
+        "seeding {} with {sessions} sessions …",
+        if db.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
     let seeded = Arc::new(seed::seed(&settings, sessions, verify_codes).await?);
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections * 2).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections * 2)
+        .build()?;
     let server = start_server(bin, &env, &client, port).await?;
     let pid = server.child.id();
     let admin_token = {
-        let output = Command::new(bin).arg("admin-token").envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).output()?;
+        let output = Command::new(bin)
+            .arg("admin-token")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()?;
         String::from_utf8(output.stdout)?.trim().to_owned()
     };
     let plan = |name: &str, max: u64| Plan {
@@ -207,80 +262,127 @@ async fn run_once(args: &Args, bin: &Path, sessions: usize, scenarios: &[&str]) 
     let mut outcomes: Vec<(Outcome, &'static str)> = Vec::new();
 
     for &name in scenarios {
-        let (c, b, s, t) = (client.clone(), base.clone(), seeded.clone(), Arc::new(admin_token.clone()));
+        let (c, b, s, t) = (
+            client.clone(),
+            base.clone(),
+            seeded.clone(),
+            Arc::new(admin_token.clone()),
+        );
         let outcome = match name {
-            "ceiling" => load::run(plan(name, u64::MAX), move |_| {
-                let (c, b) = (c.clone(), b.clone());
-                async move { c.get(format!("{b}/healthz")).send().await.is_ok_and(|r| r.status() == 200) }
-            })
-            .await,
-            "read" => load::run(plan(name, u64::MAX), move |n| {
-                let (c, b, s) = (c.clone(), b.clone(), s.clone());
-                async move {
-                    let (id, token) = &s.readers[n as usize % s.readers.len()];
-                    c.get(format!("{b}/sessions/{id}")).bearer_auth(token).send().await.is_ok_and(|r| r.status() == 200)
-                }
-            })
-            .await,
-            "otp-issue" => load::run(plan(name, u64::MAX), move |n| {
-                let (c, b, s, t) = (c.clone(), b.clone(), s.clone(), t.clone());
-                async move {
-                    let user = &s.user_ids[n as usize % s.user_ids.len()];
-                    c.put(format!("{b}/sessions/{}", uuid::Uuid::new_v4()))
-                        .bearer_auth(t.as_str())
-                        .json(&json!({"userId": user, "passedLoginOTP": false}))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 200)
-                }
-            })
-            .await,
-            "otp-verify" => load::run(plan(name, s.verifiable.len() as u64), move |n| {
-                let (c, b, s) = (c.clone(), b.clone(), s.clone());
-                async move {
-                    let (token, code) = &s.verifiable[n as usize];
-                    c.post(format!("{b}/user/otp/verify"))
-                        .bearer_auth(token)
-                        .json(&json!({"otp": code, "types": ["login"]}))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 200)
-                }
-            })
-            .await,
-            "login" => load::run(plan(name, u64::MAX), move |n| {
-                let (c, b, s) = (c.clone(), b.clone(), s.clone());
-                async move {
-                    let login = &s.login_names[n as usize % s.login_names.len()];
-                    c.post(format!("{b}/sessions"))
-                        .json(&json!({"loginName": login, "password": seed::PASSWORD}))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 201)
-                }
-            })
-            .await,
-            "flow" => load::run(plan(name, u64::MAX), move |n| {
-                let (c, b, s) = (c.clone(), b.clone(), s.clone());
-                async move { flow(&c, &b, &s, n as usize).await.unwrap_or(false) }
-            })
-            .await,
+            "ceiling" => {
+                load::run(plan(name, u64::MAX), move |_| {
+                    let (c, b) = (c.clone(), b.clone());
+                    async move {
+                        c.get(format!("{b}/healthz"))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
+                    }
+                })
+                .await
+            }
+            "read" => {
+                load::run(plan(name, u64::MAX), move |n| {
+                    let (c, b, s) = (c.clone(), b.clone(), s.clone());
+                    async move {
+                        let (id, token) = &s.readers[n as usize % s.readers.len()];
+                        c.get(format!("{b}/sessions/{id}"))
+                            .bearer_auth(token)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
+                    }
+                })
+                .await
+            }
+            "otp-issue" => {
+                load::run(plan(name, u64::MAX), move |n| {
+                    let (c, b, s, t) = (c.clone(), b.clone(), s.clone(), t.clone());
+                    async move {
+                        let user = &s.user_ids[n as usize % s.user_ids.len()];
+                        c.put(format!("{b}/sessions/{}", uuid::Uuid::new_v4()))
+                            .bearer_auth(t.as_str())
+                            .json(&json!({"userId": user, "passedLoginOTP": false}))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
+                    }
+                })
+                .await
+            }
+            "otp-verify" => {
+                load::run(plan(name, s.verifiable.len() as u64), move |n| {
+                    let (c, b, s) = (c.clone(), b.clone(), s.clone());
+                    async move {
+                        let (token, code) = &s.verifiable[n as usize];
+                        c.post(format!("{b}/user/otp/verify"))
+                            .bearer_auth(token)
+                            .json(&json!({"otp": code, "types": ["login"]}))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
+                    }
+                })
+                .await
+            }
+            "login" => {
+                load::run(plan(name, u64::MAX), move |n| {
+                    let (c, b, s) = (c.clone(), b.clone(), s.clone());
+                    async move {
+                        let login = &s.login_names[n as usize % s.login_names.len()];
+                        c.post(format!("{b}/sessions"))
+                            .json(&json!({"loginName": login, "password": seed::PASSWORD}))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 201)
+                    }
+                })
+                .await
+            }
+            "flow" => {
+                load::run(plan(name, u64::MAX), move |n| {
+                    let (c, b, s) = (c.clone(), b.clone(), s.clone());
+                    async move { flow(&c, &b, &s, n as usize).await.unwrap_or(false) }
+                })
+                .await
+            }
             _ => continue,
         };
         let unit = if name == "flow" { "flows/s" } else { "req/s" };
-        eprintln!("  {name:<12} {:>9.0} {unit}  p99 {:.2} ms  errors {}", outcome.per_second(), outcome.latency.value_at_quantile(0.99) as f64 / 1000.0, outcome.errors);
+        eprintln!(
+            "  {name:<12} {:>9.0} {unit}  p99 {:.2} ms  errors {}",
+            outcome.per_second(),
+            outcome.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            outcome.errors
+        );
         outcomes.push((outcome, unit));
     }
     drop(server);
-    let ceiling = outcomes.iter().find(|(o, _)| o.name == "ceiling").map(|(o, _)| o.per_second()).unwrap_or(0.0);
-    let rows = outcomes.iter().map(|(o, unit)| Row::from_outcome(o, ceiling, unit)).collect();
-    let argon2_raw = if scenarios.contains(&"login") { Some(argon2_raw(&settings, Duration::from_secs(args.duration))) } else { None };
+    let ceiling = outcomes
+        .iter()
+        .find(|(o, _)| o.name == "ceiling")
+        .map(|(o, _)| o.per_second())
+        .unwrap_or(0.0);
+    let rows = outcomes
+        .iter()
+        .map(|(o, unit)| Row::from_outcome(o, ceiling, unit))
+        .collect();
+    let argon2_raw = if scenarios.contains(&"login") {
+        Some(argon2_raw(&settings, Duration::from_secs(args.duration)))
+    } else {
+        None
+    };
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Run { rows, argon2_raw })
 }
 
 /// login → PUT (code) → VerifyOTP → PUT passedLoginOTP:true.
-async fn flow(client: &reqwest::Client, base: &str, seeded: &seed::Seeded, n: usize) -> Result<bool, Error> {
+async fn flow(
+    client: &reqwest::Client,
+    base: &str,
+    seeded: &seed::Seeded,
+    n: usize,
+) -> Result<bool, Error> {
     let i = n % seeded.login_names.len();
     let login: serde_json::Value = client
         .post(format!("{base}/sessions"))
@@ -289,7 +391,11 @@ async fn flow(client: &reqwest::Client, base: &str, seeded: &seed::Seeded, n: us
         .await?
         .json()
         .await?;
-    let (Some(session), Some(token)) = (login["sessionId"].as_str(), login["sessionToken"].as_str()) else { return Ok(false) };
+    let (Some(session), Some(token)) =
+        (login["sessionId"].as_str(), login["sessionToken"].as_str())
+    else {
+        return Ok(false);
+    };
     let user = &seeded.user_ids[i];
     let sent: serde_json::Value = client
         .put(format!("{base}/sessions/{session}"))
@@ -299,8 +405,15 @@ async fn flow(client: &reqwest::Client, base: &str, seeded: &seed::Seeded, n: us
         .await?
         .json()
         .await?;
-    let Some(code) = sent["otp"].as_str() else { return Ok(false) };
-    let verified = client.post(format!("{base}/user/otp/verify")).bearer_auth(token).json(&json!({"otp": code})).send().await?;
+    let Some(code) = sent["otp"].as_str() else {
+        return Ok(false);
+    };
+    let verified = client
+        .post(format!("{base}/user/otp/verify"))
+        .bearer_auth(token)
+        .json(&json!({"otp": code}))
+        .send()
+        .await?;
     if verified.status() != 200 {
         return Ok(false);
     }
@@ -315,9 +428,15 @@ async fn flow(client: &reqwest::Client, base: &str, seeded: &seed::Seeded, n: us
 
 /// The same argon2id verification as a login, in a tight loop on every core.
 fn argon2_raw(settings: &Settings, duration: Duration) -> f64 {
-    let Ok(hasher) = latchkey::passwords::PasswordHasher::new(&settings.argon2) else { return 0.0 };
-    let Ok(hash) = hasher.hash(seed::PASSWORD) else { return 0.0 };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let Ok(hasher) = latchkey::passwords::PasswordHasher::new(&settings.argon2) else {
+        return 0.0;
+    };
+    let Ok(hash) = hasher.hash(seed::PASSWORD) else {
+        return 0.0;
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let started = Instant::now();
     let threads: Vec<_> = (0..cores)
         .map(|_| {
@@ -340,9 +459,16 @@ fn argon2_raw(settings: &Settings, duration: Duration) -> f64 {
 fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned()))
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     json!({ "cpu": cpu, "cores": cores, "os": std::env::consts::OS })
 }
 
@@ -353,19 +479,39 @@ async fn main() -> Result<(), Error> {
         Some(bin) => bin.clone(),
         None => build_server()?,
     };
-    let backend = if args.backend == BackendArg::Sqlite { "sqlite" } else { "postgres" };
-    let all = ["ceiling", "read", "otp-issue", "otp-verify", "login", "flow"];
+    let backend = if args.backend == BackendArg::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let all = [
+        "ceiling",
+        "read",
+        "otp-issue",
+        "otp-verify",
+        "login",
+        "flow",
+    ];
     let scenarios: Vec<&str> = all.iter().copied().filter(|s| wanted(&args, s)).collect();
     eprintln!(
         "latchkey-bench: {backend}, {} stored sessions, {} connections, {} s per scenario after {} s warm-up; per-IP rate limit off",
         args.sessions, args.connections, args.duration, args.warmup
     );
     let main_run = run_once(&args, &bin, args.sessions, &scenarios).await?;
-    println!("\n{backend}, {} stored sessions, {} connections, {} s each:\n", args.sessions, args.connections, args.duration);
+    println!(
+        "\n{backend}, {} stored sessions, {} connections, {} s each:\n",
+        args.sessions, args.connections, args.duration
+    );
     println!("{}", report::table(&main_run.rows));
-    let login_ratio = match (main_run.argon2_raw, main_run.rows.iter().find(|r| r.name == "login")) {
+    let login_ratio = match (
+        main_run.argon2_raw,
+        main_run.rows.iter().find(|r| r.name == "login"),
+    ) {
         (Some(raw), Some(login)) if raw > 0.0 => {
-            println!("argon2-raw: {raw:.1} verifications/s on all cores; login reaches {:.0} % of it", login.per_second / raw * 100.0);
+            println!(
+                "argon2-raw: {raw:.1} verifications/s on all cores; login reaches {:.0} % of it",
+                login.per_second / raw * 100.0
+            );
             Some(login.per_second / raw)
         }
         _ => None,
@@ -375,7 +521,10 @@ async fn main() -> Result<(), Error> {
     if args.scale {
         for sessions in [10_000, 1_000_000] {
             let run = run_once(&args, &bin, sessions, &["ceiling", "read", "otp-issue"]).await?;
-            println!("\n{backend}, {sessions} stored sessions:\n\n{}", report::table(&run.rows));
+            println!(
+                "\n{backend}, {sessions} stored sessions:\n\n{}",
+                report::table(&run.rows)
+            );
             scale.push(json!({ "sessions": sessions, "scenarios": run.rows.iter().map(Row::to_json).collect::<Vec<_>>() }));
         }
     }
@@ -400,7 +549,10 @@ async fn main() -> Result<(), Error> {
     let json_path = dir.join(format!("{date}-{backend}.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&document)?)?;
     let png_path = dir.join(format!("{date}-{backend}.png"));
-    let title = format!("latchkey {backend}, {} sessions, {} conns", args.sessions, args.connections);
+    let title = format!(
+        "latchkey {backend}, {} sessions, {} conns",
+        args.sessions, args.connections
+    );
     report::chart(&main_run.rows, &title, &png_path)?;
     eprintln!("wrote {} and {}", json_path.display(), png_path.display());
     Ok(())

@@ -34,9 +34,17 @@ impl Row {
             p99_ms: ms(0.99),
             max_ms: outcome.latency.max() as f64 / 1000.0,
             errors: outcome.errors,
-            cpu_s_per_1000: if outcome.requests > 0 { outcome.cpu_seconds * 1000.0 / outcome.requests as f64 } else { 0.0 },
+            cpu_s_per_1000: if outcome.requests > 0 {
+                outcome.cpu_seconds * 1000.0 / outcome.requests as f64
+            } else {
+                0.0
+            },
             peak_rss_mib: outcome.peak_rss_kib as f64 / 1024.0,
-            ratio_to_ceiling: if ceiling > 0.0 { per_second / ceiling } else { 0.0 },
+            ratio_to_ceiling: if ceiling > 0.0 {
+                per_second / ceiling
+            } else {
+                0.0
+            },
             unit,
         }
     }
@@ -64,8 +72,17 @@ pub fn table(rows: &[Row]) -> String {
     for r in rows {
         out.push_str(&format!(
             "| {} | {:.0} {} | {:.0} % | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {:.0} |\n",
-            r.name, r.per_second, r.unit, r.ratio_to_ceiling * 100.0, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms,
-            r.errors, r.cpu_s_per_1000, r.peak_rss_mib
+            r.name,
+            r.per_second,
+            r.unit,
+            r.ratio_to_ceiling * 100.0,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.errors,
+            r.cpu_s_per_1000,
+            r.peak_rss_mib
         ));
     }
     out
@@ -79,7 +96,11 @@ struct Canvas {
 
 impl Canvas {
     fn new(width: usize, height: usize) -> Self {
-        Self { width, height, pixels: vec![255; width * height * 3] }
+        Self {
+            width,
+            height,
+            pixels: vec![255; width * height * 3],
+        }
     }
 
     fn rect(&mut self, x: usize, y: usize, w: usize, h: usize, rgb: [u8; 3]) {
@@ -93,11 +114,19 @@ impl Canvas {
 
     fn text(&mut self, x: usize, y: usize, text: &str, scale: usize) {
         for (n, c) in text.chars().enumerate() {
-            let Some(glyph) = font8x8::legacy::BASIC_LEGACY.get(c as usize) else { continue };
+            let Some(glyph) = font8x8::legacy::BASIC_LEGACY.get(c as usize) else {
+                continue;
+            };
             for (row, bits) in glyph.iter().enumerate() {
                 for col in 0..8 {
                     if bits & (1 << col) != 0 {
-                        self.rect(x + (n * 8 + col) * scale, y + row * scale, scale, scale, [30, 30, 30]);
+                        self.rect(
+                            x + (n * 8 + col) * scale,
+                            y + row * scale,
+                            scale,
+                            scale,
+                            [30, 30, 30],
+                        );
                     }
                 }
             }
@@ -122,16 +151,32 @@ pub fn chart(rows: &[Row], title: &str, path: &Path) -> std::io::Result<()> {
         canvas.text(10, y + 10, &r.name, 2);
         let w = ((r.per_second / max_rate) * bar_w as f64) as usize;
         canvas.rect(label_w, y + 4, w.max(1), 18, [70, 130, 180]);
-        canvas.text(label_w, y + 26, &format!("{:.0}/s  {:.0}% of ceiling", r.per_second, r.ratio_to_ceiling * 100.0), 1);
+        canvas.text(
+            label_w,
+            y + 26,
+            &format!(
+                "{:.0}/s  {:.0}% of ceiling",
+                r.per_second,
+                r.ratio_to_ceiling * 100.0
+            ),
+            1,
+        );
         let w = ((r.p99_ms / max_p99) * bar_w as f64) as usize;
         canvas.rect(label_w + bar_w + gap, y + 4, w.max(1), 18, [205, 92, 92]);
-        canvas.text(label_w + bar_w + gap, y + 26, &format!("{:.2} ms", r.p99_ms), 1);
+        canvas.text(
+            label_w + bar_w + gap,
+            y + 26,
+            &format!("{:.2} ms", r.p99_ms),
+            1,
+        );
     }
     let file = std::fs::File::create(path)?;
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
-    writer.write_image_data(&canvas.pixels).map_err(std::io::Error::other)?;
+    writer
+        .write_image_data(&canvas.pixels)
+        .map_err(std::io::Error::other)?;
     Ok(())
 }

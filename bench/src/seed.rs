@@ -37,7 +37,11 @@ fn api(err: ApiError) -> Error {
     format!("{err}").into()
 }
 
-pub async fn seed(settings: &Settings, stored_sessions: usize, verifiable: usize) -> Result<Seeded, Error> {
+pub async fn seed(
+    settings: &Settings,
+    stored_sessions: usize,
+    verifiable: usize,
+) -> Result<Seeded, Error> {
     let db = Db::connect(settings.backend, &settings.database_url, 4)?;
     db.migrate()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -48,7 +52,11 @@ pub async fn seed(settings: &Settings, stored_sessions: usize, verifiable: usize
     }
     let hasher = PasswordHasher::new(&settings.argon2)?;
     let password_hash = hasher.hash(PASSWORD)?;
-    let secret = settings.auth.secret.clone().ok_or("the bench sets LATCHKEY_SECRET")?;
+    let secret = settings
+        .auth
+        .secret
+        .clone()
+        .ok_or("the bench sets LATCHKEY_SECRET")?;
     let otp_key = OtpKey::new(secret.as_bytes())?;
 
     let entity = EntityRow {
@@ -100,7 +108,9 @@ pub async fn seed(settings: &Settings, stored_sessions: usize, verifiable: usize
         .map_err(api)?;
     }
 
-    let tokens = TokenService::load(db.clone(), settings.issuer.clone(), clock.clone()).await.map_err(api)?;
+    let tokens = TokenService::load(db.clone(), settings.issuer.clone(), clock.clone())
+        .await
+        .map_err(api)?;
     let expires_at = now + Duration::hours(12);
     let session_row = |i: usize, token_id: Option<String>| SessionRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -135,7 +145,9 @@ pub async fn seed(settings: &Settings, stored_sessions: usize, verifiable: usize
         for i in inserted..inserted + batch {
             if readers.len() < 1000 {
                 let mut row = session_row(i, None);
-                let (token, claims) = tokens.issue(&row.user_id, "session", Duration::hours(12), Some(&row.id)).map_err(api)?;
+                let (token, claims) = tokens
+                    .issue(&row.user_id, "session", Duration::hours(12), Some(&row.id))
+                    .map_err(api)?;
                 row.token_id = Some(claims.jti);
                 readers.push((row.id.clone(), token));
                 rows.push(row);
@@ -164,7 +176,9 @@ pub async fn seed(settings: &Settings, stored_sessions: usize, verifiable: usize
         let mut rows = Vec::with_capacity(batch);
         for i in done..done + batch {
             let mut row = session_row(i, None);
-            let (token, claims) = tokens.issue(&row.user_id, "session", Duration::hours(12), Some(&row.id)).map_err(api)?;
+            let (token, claims) = tokens
+                .issue(&row.user_id, "session", Duration::hours(12), Some(&row.id))
+                .map_err(api)?;
             row.token_id = Some(claims.jti);
             let code = latchkey::otp::generate_code(6);
             let challenge_id = uuid::Uuid::new_v4().to_string();
@@ -195,5 +209,10 @@ pub async fn seed(settings: &Settings, stored_sessions: usize, verifiable: usize
         .map_err(api)?;
         done += batch;
     }
-    Ok(Seeded { user_ids, login_names, readers, verifiable: pairs })
+    Ok(Seeded {
+        user_ids,
+        login_names,
+        readers,
+        verifiable: pairs,
+    })
 }

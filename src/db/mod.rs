@@ -175,6 +175,22 @@ impl Db {
     }
 }
 
+impl Db {
+    /// [`Db::run`] inside [`write_tx`]: for work that writes.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<diesel::r2d2::PoolError>
+            + From<tokio::task::JoinError>
+            + From<diesel::result::Error>
+            + Send
+            + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+    {
+        self.run(move |conn| write_tx(conn, work)).await
+    }
+}
+
 /// Whether a unique-constraint error names `column` (PostgreSQL reports the
 /// constraint, SQLite the `table.column` in its message).
 pub fn violates_unique(err: &diesel::result::Error, table: &str, column: &str) -> bool {
@@ -186,10 +202,14 @@ pub fn violates_unique(err: &diesel::result::Error, table: &str, column: &str) -
     constraint.contains(column) || info.message().contains(&format!("{table}.{column}"))
 }
 
+/// One SQLite writer at a time per process (SQLite allows one anyway).
+static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `work` in a transaction that writes. On SQLite it starts with
 /// `BEGIN IMMEDIATE`: a deferred transaction that reads first and writes
 /// later fails with "database is locked" under concurrency instead of
-/// waiting for the busy timeout.
+/// waiting for the busy timeout. Do not nest: the writer lock is not
+/// re-entrant.
 pub fn write_tx<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
 where
     E: From<diesel::result::Error>,
@@ -199,6 +219,12 @@ where
     match conn {
         DbConnection::Postgresql(_) => conn.transaction(work),
         DbConnection::Sqlite(sqlite) => {
+            // Writers of this process queue here instead of in SQLite's busy
+            // handler, which sleeps in steps of up to 100 ms and made the
+            // tail latency of concurrent writes jump to seconds.
+            let _writer = SQLITE_WRITER
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
             match work(conn) {
                 Ok(value) => {

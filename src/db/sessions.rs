@@ -62,7 +62,11 @@ pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>
 /// other (SQLite's write transaction already does that).
 pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>> {
     match conn {
-        DbConnection::Postgresql(pg) => sessions::table.find(id).for_update().get_result(pg).optional(),
+        DbConnection::Postgresql(pg) => sessions::table
+            .find(id)
+            .for_update()
+            .get_result(pg)
+            .optional(),
         DbConnection::Sqlite(_) => find(conn, id),
     }
 }

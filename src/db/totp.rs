@@ -16,7 +16,10 @@ pub struct TotpDeviceRow {
 }
 
 pub fn find(conn: &mut DbConnection, user_id: &str) -> QueryResult<Option<TotpDeviceRow>> {
-    totp_devices::table.find(user_id).get_result(conn).optional()
+    totp_devices::table
+        .find(user_id)
+        .get_result(conn)
+        .optional()
 }
 
 /// Reads the device and, on PostgreSQL, locks it (replay checks must see

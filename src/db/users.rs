@@ -135,7 +135,9 @@ pub fn set_pin_hash(
 /// ends (failure counting must not lose concurrent failures).
 pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<UserRow>> {
     match conn {
-        DbConnection::Postgresql(pg) => users::table.find(id).for_update().get_result(pg).optional(),
+        DbConnection::Postgresql(pg) => {
+            users::table.find(id).for_update().get_result(pg).optional()
+        }
         DbConnection::Sqlite(_) => find(conn, id),
     }
 }

@@ -79,14 +79,14 @@ async fn deliver_one(core: &Core, row: OutboxRow, owner: &str) {
                 .increment(1);
             tracing::debug!(outbox_id = %row.id, kind = %row.kind, attempt, "mail delivered");
             core.db
-                .run(move |conn| Ok::<_, ApiError>(rows::mark_sent(conn, &id, &owner, now)?))
+                .write(move |conn| Ok::<_, ApiError>(rows::mark_sent(conn, &id, &owner, now)?))
                 .await
         }
         Err(err) if err.permanent || attempt >= core.settings.outbox.max_attempts => {
             metrics::counter!("latchkey_outbox_failures_total", "outcome" => "dead").increment(1);
             tracing::error!(outbox_id = %row.id, kind = %row.kind, attempt, error = %err.message, "mail is dead: giving up");
             core.db
-                .run(move |conn| {
+                .write(move |conn| {
                     Ok::<_, ApiError>(rows::mark_dead(conn, &id, &owner, &err.message, now)?)
                 })
                 .await
@@ -96,7 +96,7 @@ async fn deliver_one(core: &Core, row: OutboxRow, owner: &str) {
             let next = now + backoff(core.settings.outbox.retry_base_secs, attempt);
             tracing::warn!(outbox_id = %row.id, kind = %row.kind, attempt, retry_at = %next, error = %err.message, "mail delivery failed; will retry");
             core.db
-                .run(move |conn| {
+                .write(move |conn| {
                     Ok::<_, ApiError>(rows::mark_retry(
                         conn,
                         &id,
