@@ -21,6 +21,7 @@ use crate::otp::totp::SecretBox;
 use crate::passwords::PasswordHasher;
 use crate::routes;
 use crate::services::Core;
+use crate::services::cpu_pool::CpuPool;
 use crate::services::rate_limit::RateLimiter;
 use crate::telemetry;
 use crate::tokens::{self, TokenService};
@@ -84,6 +85,8 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
     .await
     .map_err(|e| StartupError::Keys(e.to_string()))??;
 
+    let cpu_pool = CpuPool::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .map_err(|e| StartupError::Hasher(format!("cannot start the hashing threads: {e}")))?;
     let otp_key = load_otp_key(&db, &settings, clock.as_ref()).await?;
     let rate_limiter = RateLimiter::new(settings.auth.rate_limit_per_minute);
     let mailer = Mailer::new(&settings).map_err(|e| StartupError::Mail(e.to_string()))?;
@@ -111,6 +114,7 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
         otp_key,
         rate_limiter,
         dummy_hash,
+        cpu_pool,
     })
 }
 

@@ -3,7 +3,8 @@
 //! `jsonwebtoken`. Expiry is checked against the injected clock with one
 //! second of leeway, not against the wall clock with jsonwebtoken's 60 s.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration as StdDuration, Instant};
 
 use base64::Engine;
@@ -14,6 +15,7 @@ use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -23,6 +25,8 @@ use crate::error::ApiError;
 
 pub const ADMIN_SCOPE: &str = "admin";
 const LEEWAY_SECS: i64 = 1;
+/// Verified tokens remembered at most (the cache starts over when full).
+const VERIFIED_CACHE_LIMIT: usize = 50_000;
 /// An unknown `kid` reloads the keys at most this often, so garbage tokens
 /// cannot turn into a database query each.
 const RELOAD_THROTTLE: StdDuration = StdDuration::from_secs(1);
@@ -91,6 +95,11 @@ impl KeyRing {
 }
 
 pub struct TokenService {
+    /// Claims of tokens whose signature was already checked, by the
+    /// token's SHA-256: an Ed25519 verification costs more than the rest of
+    /// a session read. Expiry (and, for session tokens, the session) is
+    /// still checked on every use.
+    verified: Mutex<HashMap<[u8; 32], Claims>>,
     issuer: String,
     db: Db,
     clock: Arc<dyn Clock>,
@@ -136,6 +145,7 @@ impl TokenService {
             .run(|conn| Ok::<_, ApiError>(signing_keys::all(conn)?))
             .await?;
         Ok(Self {
+            verified: Mutex::new(HashMap::new()),
             issuer,
             db,
             clock,
@@ -213,6 +223,29 @@ impl TokenService {
 
     /// Checks signature, algorithm, issuer and expiry.
     pub async fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let known = self.verified.lock().map(|cache| cache.get(&fingerprint).cloned()).unwrap_or(None);
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signature(token).await?;
+                if let Ok(mut cache) = self.verified.lock() {
+                    if cache.len() >= VERIFIED_CACHE_LIMIT {
+                        cache.clear();
+                    }
+                    cache.insert(fingerprint, claims.clone());
+                }
+                claims
+            }
+        };
+        if self.clock.now().timestamp() > claims.exp + LEEWAY_SECS {
+            return Err(unauthorized("The bearer token has expired."));
+        }
+        Ok(claims)
+    }
+
+    /// Signature, algorithm and issuer (not expiry, which changes with time).
+    async fn verify_signature(&self, token: &str) -> Result<Claims, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthorized("The bearer token is malformed."))?;
         // Only EdDSA: refuses `none` and HS256 signed with a public key.
@@ -245,9 +278,6 @@ impl TokenService {
             return Err(unauthorized(
                 "The bearer token was issued by another issuer.",
             ));
-        }
-        if self.clock.now().timestamp() > claims.exp + LEEWAY_SECS {
-            return Err(unauthorized("The bearer token has expired."));
         }
         Ok(claims)
     }

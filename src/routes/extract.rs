@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use crate::error::{ApiError, ErrorCode, Problem, Source};
 use crate::services::audit::ClientInfo;
 use crate::services::rules::Rule;
+use crate::db::sessions::SessionRow;
 use crate::services::sessions::{self, Caller};
 use crate::services::{Core, Page};
 use crate::tokens::Claims;
@@ -597,7 +598,9 @@ impl FromRequest for Admin {
 }
 
 /// A caller with a live session token, or an admin token.
-pub struct SessionCaller(pub Caller);
+/// The second field is the caller's own session row, as authentication
+/// read it (none for admin tokens).
+pub struct SessionCaller(pub Caller, pub Option<SessionRow>);
 
 impl FromRequest for SessionCaller {
     type Error = ApiError;
@@ -609,7 +612,8 @@ impl FromRequest for SessionCaller {
         Box::pin(async move {
             let Bearer(claims) = bearer.await?;
             let core = core?;
-            Ok(SessionCaller(sessions::authenticate(&core, claims).await?))
+            let (caller, session) = sessions::authenticate(&core, claims).await?;
+            Ok(SessionCaller(caller, session))
         })
     }
 }

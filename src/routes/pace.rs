@@ -108,7 +108,7 @@ pub(super) async fn login(core: web::Data<Core>, client: ClientInfo, body: JsonO
     responses((status = 200, description = "A code was sent", body = super::openapi::OtpSent), (status = 204, description = "The session is verified"),
         super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::OtpSendErrors))]
 pub(super) async fn update_session(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     session_id: web::Path<String>,
@@ -135,18 +135,18 @@ pub(super) async fn update_session(
     security(("bearer" = [])), params(("sessionId" = String, Path)),
     responses((status = 200, body = crate::services::sessions::SessionView), super::openapi::AuthErrors, super::openapi::NotFoundError))]
 pub(super) async fn get_session(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, own_session): SessionCaller,
     core: web::Data<Core>,
     session_id: web::Path<String>,
 ) -> Handler {
-    Ok(ok(&sessions::get(&core, &caller, &session_id).await?))
+    Ok(ok(&sessions::get(&core, &caller, &session_id, own_session).await?))
 }
 
 #[utoipa::path(delete, path = "/sessions/{sessionId}", tag = "sessions", summary = "Revoke a session: its token stops working at once",
     security(("bearer" = [])), params(("sessionId" = String, Path)),
     responses((status = 204, description = "Revoked"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
 pub(super) async fn delete_session(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     session_id: web::Path<String>,
@@ -160,7 +160,7 @@ pub(super) async fn delete_session(
     params(("userId" = Option<String>, Query, description = "admin only"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
     responses((status = 200, body = super::openapi::SessionList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
 pub(super) async fn list_sessions(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     query: QueryParams,
 ) -> Handler {
@@ -183,7 +183,7 @@ pub(super) async fn list_sessions(
     security(("bearer" = [])), request_body = super::openapi::VerifyOtpBody,
     responses((status = 200, body = crate::services::otp::VerifyResult), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::OtpCheckErrors))]
 pub(super) async fn verify_otp(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     body: JsonObject,
@@ -204,7 +204,7 @@ pub(super) async fn verify_otp(
     security(("bearer" = [])), request_body = super::openapi::CreateOtpBody,
     responses((status = 201, body = crate::services::otp::AccountOtp), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::CredentialErrors))]
 pub(super) async fn create_otp(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     body: JsonObject,
@@ -237,7 +237,7 @@ pub(super) async fn create_otp(
     security(("bearer" = [])), request_body = super::openapi::SetPinBody,
     responses((status = 204, description = "PIN set"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::PinErrors, super::openapi::OtpCheckErrors))]
 pub(super) async fn set_pin(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     body: JsonObject,
@@ -255,7 +255,7 @@ pub(super) async fn set_pin(
     security(("bearer" = [])),
     responses((status = 201, body = crate::services::totp::TotpEnrollment), super::openapi::AuthErrors, super::openapi::ConflictError))]
 pub(super) async fn enroll_totp(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
 ) -> Handler {
@@ -266,7 +266,7 @@ pub(super) async fn enroll_totp(
     security(("bearer" = [])), request_body = super::openapi::OtpBody,
     responses((status = 204, description = "Confirmed; a security notice is mailed"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError, super::openapi::OtpCheckErrors))]
 pub(super) async fn confirm_totp(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     body: JsonObject,
@@ -282,7 +282,7 @@ pub(super) async fn confirm_totp(
     security(("bearer" = [])),
     responses((status = 204, description = "Removed; a security notice is mailed"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
 pub(super) async fn remove_totp(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
 ) -> Handler {
@@ -294,7 +294,7 @@ pub(super) async fn remove_totp(
     security(("bearer" = [])),
     responses((status = 201, body = crate::services::totp::RecoveryCodes), super::openapi::AuthErrors))]
 pub(super) async fn create_recovery_codes(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
 ) -> Handler {

@@ -181,7 +181,7 @@ pub(super) async fn create_session(
     security(("bearer" = [])), params(("sessionId" = String, Path)), request_body = super::openapi::V2SessionBody,
     responses((status = 200, description = "`{details, sessionToken, challenges?}`"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::OtpCheckErrors))]
 pub(super) async fn set_session(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     session_id: web::Path<String>,
@@ -196,7 +196,7 @@ pub(super) async fn set_session(
     security(("bearer" = [])), params(("sessionId" = String, Path)),
     responses((status = 200, description = "`{session: {id, creationDate, changeDate, sequence, factors, metadata, expirationDate}}`"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
 pub(super) async fn get_session(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     session_id: web::Path<String>,
 ) -> Handler {
@@ -208,7 +208,7 @@ pub(super) async fn get_session(
     security(("bearer" = [])), params(("sessionId" = String, Path)),
     responses((status = 200, description = "`{details}`"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
 pub(super) async fn delete_session(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     session_id: web::Path<String>,
@@ -238,7 +238,7 @@ fn creation_method(value: &str) -> Result<(), String> {
     security(("bearer" = [])), request_body = super::openapi::V2SearchBody,
     responses((status = 200, description = "`{details: {totalResult, timestamp}, sessions: [...]}`"), super::openapi::AuthErrors, super::openapi::BodyErrors))]
 pub(super) async fn search_sessions(
-    SessionCaller(caller): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     body: JsonObject,
 ) -> Handler {

@@ -4,6 +4,7 @@
 
 pub mod applications;
 pub mod audit;
+pub mod cpu_pool;
 pub mod credentials;
 pub mod entities;
 pub mod otp;
@@ -46,6 +47,8 @@ pub struct Core {
     /// An argon2id hash of a random password, checked when a login names no
     /// user, so that path costs the same as a wrong password.
     pub dummy_hash: String,
+    /// One thread per core for CPU-heavy work.
+    pub cpu_pool: cpu_pool::CpuPool,
 }
 
 impl Core {
@@ -63,13 +66,15 @@ impl Core {
         }
     }
 
-    /// Runs CPU-heavy work (argon2) off the async workers.
+    /// Runs CPU-heavy work (argon2, QR codes) off the async workers, at
+    /// most one job per core at a time: more would only share the cores and
+    /// multiply argon2's memory, so the rest wait their turn.
     pub async fn blocking<T, F>(&self, work: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        Ok(tokio::task::spawn_blocking(work).await?)
+        self.cpu_pool.run(work).await.map_err(ApiError::internal)
     }
 }
 
