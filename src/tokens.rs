@@ -224,7 +224,11 @@ impl TokenService {
     /// Checks signature, algorithm, issuer and expiry.
     pub async fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let known = self.verified.lock().map(|cache| cache.get(&fingerprint).cloned()).unwrap_or(None);
+        let known = self
+            .verified
+            .lock()
+            .map(|cache| cache.get(&fingerprint).cloned())
+            .unwrap_or(None);
         let claims = match known {
             Some(claims) => claims,
             None => {

@@ -13,10 +13,10 @@ use futures_util::StreamExt;
 use futures_util::future::{LocalBoxFuture, Ready, ready};
 use serde_json::{Map, Value};
 
+use crate::db::sessions::SessionRow;
 use crate::error::{ApiError, ErrorCode, Problem, Source};
 use crate::services::audit::ClientInfo;
 use crate::services::rules::Rule;
-use crate::db::sessions::SessionRow;
 use crate::services::sessions::{self, Caller};
 use crate::services::{Core, Page};
 use crate::tokens::Claims;

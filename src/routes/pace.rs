@@ -139,7 +139,9 @@ pub(super) async fn get_session(
     core: web::Data<Core>,
     session_id: web::Path<String>,
 ) -> Handler {
-    Ok(ok(&sessions::get(&core, &caller, &session_id, own_session).await?))
+    Ok(ok(
+        &sessions::get(&core, &caller, &session_id, own_session).await?
+    ))
 }
 
 #[utoipa::path(delete, path = "/sessions/{sessionId}", tag = "sessions", summary = "Revoke a session: its token stops working at once",
@@ -183,7 +185,7 @@ pub(super) async fn list_sessions(
     security(("bearer" = [])), request_body = super::openapi::VerifyOtpBody,
     responses((status = 200, body = crate::services::otp::VerifyResult), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::OtpCheckErrors))]
 pub(super) async fn verify_otp(
-    SessionCaller(caller, _): SessionCaller,
+    SessionCaller(caller, own_session): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     body: JsonObject,
@@ -195,7 +197,13 @@ pub(super) async fn verify_otp(
     fields.finish()?;
     let types = types.map(|names| names.iter().filter_map(|n| OtpType::parse(n)).collect());
     Ok(ok(&otp::verify(
-        &core, &caller, code, types, session_id, client,
+        &core,
+        &caller,
+        code,
+        types,
+        session_id,
+        client,
+        own_session,
     )
     .await?))
 }

@@ -23,20 +23,24 @@ impl CpuPool {
         let receiver = Arc::new(Mutex::new(receiver));
         for n in 0..threads.max(1) {
             let receiver = receiver.clone();
-            std::thread::Builder::new().name(format!("latchkey-cpu-{n}")).spawn(move || {
-                loop {
-                    let job = match receiver.lock() {
-                        Ok(receiver) => receiver.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+            std::thread::Builder::new()
+                .name(format!("latchkey-cpu-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = match receiver.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
                     }
-                }
-            })?;
+                })?;
         }
-        Ok(Self { jobs: Mutex::new(sender) })
+        Ok(Self {
+            jobs: Mutex::new(sender),
+        })
     }
 
     /// Runs `work` on a pool thread and waits for its result.
@@ -49,7 +53,11 @@ impl CpuPool {
         let job: Job = Box::new(move || {
             let _ = done.send(work());
         });
-        self.jobs.lock().map_err(|_| PoolGone)?.send(job).map_err(|_| PoolGone)?;
+        self.jobs
+            .lock()
+            .map_err(|_| PoolGone)?
+            .send(job)
+            .map_err(|_| PoolGone)?;
         result.await.map_err(|_| PoolGone)
     }
 }

@@ -471,6 +471,7 @@ async fn target_session(
     core: &Core,
     caller: &Caller,
     session_id: Option<String>,
+    known: Option<SessionRow>,
 ) -> Result<SessionRow, ApiError> {
     let wanted = match (session_id, caller) {
         (Some(raw), _) => parse_id(&raw, "session").map_err(|e| {
@@ -485,13 +486,18 @@ async fn target_session(
         }
     };
     let now = core.now();
-    let row = core
-        .db
-        .run({
-            let wanted = wanted.clone();
-            move |conn| Ok::<_, ApiError>(session_rows::find(conn, &wanted)?)
-        })
-        .await?;
+    // The caller's own session was just read by authentication.
+    let row = match known.filter(|row| row.id == wanted) {
+        Some(row) => Some(row),
+        None => {
+            core.db
+                .run({
+                    let wanted = wanted.clone();
+                    move |conn| Ok::<_, ApiError>(session_rows::find(conn, &wanted)?)
+                })
+                .await?
+        }
+    };
     match (row, caller) {
         (Some(row), Caller::User { user_id, .. }) if row.user_id != *user_id => Err(
             ApiError::not_found(format!("There is no session {wanted:?}.")),
@@ -515,10 +521,11 @@ pub async fn verify(
     types: Option<Vec<OtpType>>,
     session_id: Option<String>,
     client: ClientInfo,
+    own_session: Option<SessionRow>,
 ) -> Result<VerifyResult, ApiError> {
     core.rate_limiter
         .check(client.ip.as_deref(), core.clock.now())?;
-    let session = target_session(core, caller, session_id).await?;
+    let session = target_session(core, caller, session_id, own_session).await?;
     let types = types.unwrap_or_else(|| {
         vec![
             OtpType::Login,

@@ -138,7 +138,10 @@ fn session_ended() -> ApiError {
 /// Turns verified token claims into a caller: admin tokens as they are,
 /// session tokens only while their session is live and the token is the
 /// session's current one (revoking a session kills its token at once).
-pub async fn authenticate(core: &Core, claims: Claims) -> Result<(Caller, Option<SessionRow>), ApiError> {
+pub async fn authenticate(
+    core: &Core,
+    claims: Claims,
+) -> Result<(Caller, Option<SessionRow>), ApiError> {
     if claims.is_admin() {
         return Ok((
             Caller::Admin {
