@@ -72,7 +72,9 @@ fn workspace_root() -> PathBuf {
 fn build_server() -> Result<PathBuf, Error> {
     eprintln!("building the release server …");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "latchkey", "--bin", "latchkey"])
+        // The whole workspace at once: the same feature set as this
+        // benchmark's own build, so nothing is compiled twice.
+        .args(["build", "--release", "--workspace", "--bins"])
         .current_dir(workspace_root())
         .status()?;
     if !status.success() {

@@ -137,7 +137,7 @@ impl Canvas {
 /// Two bar panels per scenario: throughput (with its share of the ceiling)
 /// and p99 latency.
 pub fn chart(rows: &[Row], title: &str, path: &Path) -> std::io::Result<()> {
-    let (label_w, bar_w, gap, row_h) = (150, 330, 40, 44);
+    let (label_w, bar_w, gap, row_h) = (200, 330, 40, 44);
     let width = label_w + 2 * bar_w + 2 * gap + 20;
     let height = 90 + rows.len() * row_h + 20;
     let mut canvas = Canvas::new(width, height);
