@@ -456,3 +456,74 @@ async fn outbox_metrics_report_depth() {
     );
     assert!(text.contains("latchkey_outbox_deliveries_total"), "{text}");
 }
+
+/// Figures for the notes, not a check: `cargo test --release --test api
+/// measure_outbox -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn measure_outbox_delivery() {
+    // Commit-to-delivery delay, one mail at a time.
+    let app = spawn_app().await;
+    let mut delays = Vec::new();
+    for i in 0..50 {
+        let before = app.smtp.received().len();
+        let started = std::time::Instant::now();
+        enqueue_one(&app, "ann@example.com", &format!("{:06}", i)).await;
+        while app.smtp.received().len() <= before {
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+        delays.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    delays.sort_by(f64::total_cmp);
+    eprintln!(
+        "commit to SMTP delivery: median {:.2} ms, p95 {:.2} ms",
+        delays[25], delays[47]
+    );
+
+    // Throughput to the in-process SMTP server, one worker.
+    let started = std::time::Instant::now();
+    let mails = (0..1000)
+        .map(|i| {
+            (
+                format!("u{i}@example.com"),
+                "en",
+                format!("U{i}"),
+                format!("{:06}", i),
+            )
+        })
+        .collect();
+    enqueue(&app, mails).await;
+    app.smtp.wait_for(1050).await;
+    eprintln!(
+        "1000 mails to SMTP: {:.0} mails/s",
+        1000.0 / started.elapsed().as_secs_f64()
+    );
+
+    // Throughput to .eml files.
+    let db = Arc::new(TestDatabase::new());
+    let files = spawn_app_with(db, SmtpServer::start(), &[("LATCHKEY_SMTP_URL", "")]).await;
+    let started = std::time::Instant::now();
+    let mails = (0..1000)
+        .map(|i| {
+            (
+                format!("u{i}@example.com"),
+                "en",
+                format!("U{i}"),
+                format!("{:06}", i),
+            )
+        })
+        .collect();
+    enqueue(&files, mails).await;
+    let mail_dir = files.db.dir.path().join("mail");
+    loop {
+        let count = std::fs::read_dir(&mail_dir).map(|d| d.count()).unwrap_or(0);
+        if count >= 1000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    eprintln!(
+        "1000 mails to .eml files: {:.0} mails/s",
+        1000.0 / started.elapsed().as_secs_f64()
+    );
+}
