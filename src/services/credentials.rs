@@ -104,3 +104,26 @@ pub fn reset_failures(conn: &mut DbConnection, user: &UserRow) -> Result<(), Api
     }
     Ok(())
 }
+
+/// A wrong authenticator or recovery code: audited, and counted toward the
+/// user's lockout like a wrong password.
+pub fn second_factor_failed(
+    settings: &AuthSettings,
+    conn: &mut DbConnection,
+    user_id: &str,
+    session_id: Option<&str>,
+    client: &ClientInfo,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    audit::record(
+        conn,
+        AuditKind::OtpFailed,
+        Some(user_id),
+        session_id,
+        client,
+        Some("totp"),
+        now,
+    )?;
+    register_failure(settings, conn, user_id, client, now)?;
+    Ok(())
+}

@@ -369,6 +369,24 @@ impl OtpEngine {
         Ok(Some(refusal))
     }
 
+    /// The session's user, when a second factor is among `types`.
+    fn second_factor_user(
+        &self,
+        conn: &mut DbConnection,
+        session: &SessionRow,
+        types: &[OtpType],
+    ) -> Result<Option<UserRow>, ApiError> {
+        if !types
+            .iter()
+            .any(|t| matches!(t, OtpType::Totp | OtpType::Recovery))
+        {
+            return Ok(None);
+        }
+        let user = users::find(conn, &session.user_id)?
+            .ok_or_else(|| ApiError::unauthorized("The user of this session no longer exists."))?;
+        Ok(Some(user))
+    }
+
     /// Verifies `code` for `session` as any of `types`: the session's email
     /// and account codes first, then the user's authenticator and recovery
     /// codes. A match marks the session's factor; a miss is counted (code
@@ -397,17 +415,17 @@ impl OtpEngine {
             return Ok(Ok(OtpType::from_purpose(&challenge.purpose)));
         }
         let mut second_factor_refused = false;
-        if types
-            .iter()
-            .any(|t| matches!(t, OtpType::Totp | OtpType::Recovery))
-        {
-            let user = users::find(conn, &session.user_id)?.ok_or_else(|| {
-                ApiError::unauthorized("The user of this session no longer exists.")
-            })?;
+        let user = self.second_factor_user(conn, session, types)?;
+        // A locked user's own factors are not tried at all (the lock covers
+        // them like the password); a wrong email code still counts.
+        let locked = user
+            .as_ref()
+            .and_then(|user| credentials::ensure_not_locked(user, now).err());
+        if let (None, Some(user)) = (&locked, &user) {
             match totp::check_second_factor(
                 self,
                 conn,
-                &user,
+                user,
                 code,
                 types,
                 &totp::Attempt {
@@ -425,23 +443,23 @@ impl OtpEngine {
                     return Ok(Ok(kind));
                 }
                 totp::SecondFactor::Refused => {
-                    credentials::ensure_not_locked(&user, now)?;
-                    audit::record(
+                    credentials::second_factor_failed(
+                        &self.settings,
                         conn,
-                        AuditKind::OtpFailed,
-                        Some(&user.id),
+                        &user.id,
                         Some(&session.id),
                         client,
-                        Some("totp"),
                         now,
                     )?;
-                    credentials::register_failure(&self.settings, conn, &user.id, client, now)?;
                     second_factor_refused = true;
                 }
                 totp::SecondFactor::Absent => {}
             }
         }
         let refusal = self.record_failures(conn, &session.id, &purposes, client, now)?;
+        if let Some(locked) = locked {
+            return Ok(Err(locked));
+        }
         Ok(Err(match refusal {
             Some(refusal) if !second_factor_refused => refusal,
             _ if second_factor_refused => {

@@ -198,19 +198,11 @@ async fn count_failure(
                         )?;
                     }
                     FailedCheck::SecondFactor => {
-                        audit::record(
-                            conn,
-                            AuditKind::OtpFailed,
-                            Some(&user_id),
-                            session_id.as_deref(),
-                            &client,
-                            Some("totp"),
-                            now,
-                        )?;
-                        credentials::register_failure(
+                        credentials::second_factor_failed(
                             &engine.settings,
                             conn,
                             &user_id,
+                            session_id.as_deref(),
                             &client,
                             now,
                         )?;

@@ -251,19 +251,11 @@ pub async fn confirm(
                         Ok(None)
                     }
                     None => {
-                        audit::record(
-                            conn,
-                            AuditKind::OtpFailed,
-                            Some(&user_id),
-                            Some(&session_id),
-                            &client,
-                            Some("totp"),
-                            now,
-                        )?;
-                        credentials::register_failure(
+                        credentials::second_factor_failed(
                             &engine.settings,
                             conn,
                             &user_id,
+                            Some(&session_id),
                             &client,
                             now,
                         )?;

@@ -411,3 +411,34 @@ async fn removing_the_authenticator_mails_a_notice() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_locked_user_cannot_pass_with_the_authenticator() {
+    let app = spawn_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let login = verified_login(&app, &user).await;
+    let secret = base32_decode(enroll(&app, &login).await["secret"].as_str().unwrap());
+    assert_eq!(
+        confirm(&app, &login, &totp_sha1(&secret, now(&app), 6))
+            .await
+            .status(),
+        204
+    );
+    let wrong = json!({"loginName": user.login_name, "password": "not the password"});
+    for _ in 0..10 {
+        assert_error(app.login_response(&wrong).await, 401, "invalid-credentials").await;
+    }
+    app.clock.advance(Duration::seconds(30));
+    let code = totp_sha1(&secret, now(&app), 6);
+    assert_error(
+        verify(&app, &login, json!({"otp": code, "types": ["totp"]})).await,
+        429,
+        "user-locked",
+    )
+    .await;
+    // Once the lock has ended, a current code is accepted.
+    app.clock.advance(Duration::minutes(15));
+    let code = totp_sha1(&secret, now(&app), 6);
+    let response = verify(&app, &login, json!({"otp": code, "types": ["totp"]})).await;
+    assert_eq!(response.status(), 200);
+}
