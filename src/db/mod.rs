@@ -70,9 +70,14 @@ impl ManageConnection for ConnectionManager {
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
                 // Per connection: WAL lets readers run beside the writer;
                 // NORMAL is durable in WAL mode except for power loss.
+                // A 16 MiB page cache per connection saves a pread per page
+                // (+10 % session reads); a memory map did more for reads but
+                // slowed writes and counted the whole file in the RSS.
                 conn.batch_execute(
                     "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                     PRAGMA cache_size = -16384; \
+                     PRAGMA temp_store = MEMORY;",
                 )
                 .map_err(diesel::r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
