@@ -457,15 +457,3 @@ pub fn check_second_factor(
         SecondFactor::Absent
     })
 }
-
-/// Which second-factor kinds the user has set up.
-pub fn factor_types(conn: &mut DbConnection, user_id: &str) -> Result<Vec<OtpType>, ApiError> {
-    let mut types = Vec::new();
-    if rows::find(conn, user_id)?.is_some_and(|d| d.confirmed_at.is_some()) {
-        types.push(OtpType::Totp);
-    }
-    if !rows::unused_recovery_codes(conn, user_id)?.is_empty() {
-        types.push(OtpType::Recovery);
-    }
-    Ok(types)
-}
