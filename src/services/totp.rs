@@ -74,17 +74,26 @@ async fn verified_caller(core: &Core, caller: &Caller) -> Result<(String, String
     }
 }
 
-/// Mails a security notice if the user has an email (in the caller's
-/// transaction).
-fn notify(
+/// A change to the user's second factors: audited, and mailed to the user
+/// as a security notice if they have an email (in the caller's transaction).
+fn record_change(
     engine: &OtpEngine,
     conn: &mut DbConnection,
     user: &UserRow,
-    event: &str,
+    kind: AuditKind,
+    session_id: Option<&str>,
+    client: &ClientInfo,
     now: NaiveDateTime,
-) -> Result<bool, ApiError> {
+) -> Result<(), ApiError> {
+    audit::record(conn, kind, Some(&user.id), session_id, client, None, now)?;
     let Some(email) = &user.email else {
-        return Ok(false);
+        return Ok(());
+    };
+    let event = match kind {
+        AuditKind::TotpConfirmed => "totp_confirmed",
+        AuditKind::TotpRemoved => "totp_removed",
+        AuditKind::RecoveryCodesCreated => "recovery_codes",
+        _ => return Ok(()),
     };
     let mail = OutgoingMail {
         kind: MailKind::SecurityNotice,
@@ -98,7 +107,7 @@ fn notify(
         code: None,
     };
     engine.mailer.enqueue(conn, mail, now)?;
-    Ok(true)
+    Ok(())
 }
 
 fn load_user(conn: &mut DbConnection, user_id: &str) -> Result<UserRow, ApiError> {
@@ -238,14 +247,13 @@ pub async fn confirm(
                 match matching_step(&engine, &device, &user.login_name, &code, now)? {
                     Some(step) => {
                         rows::confirm(conn, &user_id, step, now)?;
-                        notify(&engine, conn, &user, "totp_confirmed", now)?;
-                        audit::record(
+                        record_change(
+                            &engine,
                             conn,
+                            &user,
                             AuditKind::TotpConfirmed,
-                            Some(&user_id),
                             Some(&session_id),
                             &client,
-                            None,
                             now,
                         )?;
                         Ok(None)
@@ -296,14 +304,13 @@ pub async fn remove(
                 if rows::delete(conn, &user_id)? == 0 {
                     return Err(ApiError::not_found("The user has no authenticator."));
                 }
-                notify(&engine, conn, &user, "totp_removed", now)?;
-                audit::record(
+                record_change(
+                    &engine,
                     conn,
+                    &user,
                     AuditKind::TotpRemoved,
-                    Some(&user_id),
                     session_id.as_deref(),
                     &client,
-                    None,
                     now,
                 )?;
                 Ok::<_, ApiError>(())
@@ -358,14 +365,13 @@ pub async fn generate_recovery_codes(
             write_tx(conn, |conn| {
                 let user = load_user(conn, &user_id)?;
                 rows::replace_recovery_codes(conn, &user_id, &stored)?;
-                notify(&engine, conn, &user, "recovery_codes", now)?;
-                audit::record(
+                record_change(
+                    &engine,
                     conn,
+                    &user,
                     AuditKind::RecoveryCodesCreated,
-                    Some(&user_id),
                     Some(&session_id),
                     &client,
-                    None,
                     now,
                 )?;
                 Ok::<_, ApiError>(())
