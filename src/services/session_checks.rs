@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Duration, NaiveDateTime};
+use chrono::Duration;
 use uuid::Uuid;
 
 use super::audit::{self, AuditKind, ClientInfo};
@@ -63,7 +63,9 @@ enum FailedCheck {
 }
 
 enum Applied {
-    Done(Option<String>),
+    /// The returned login code, if one was asked for, and the session as
+    /// it is now.
+    Done(Option<String>, Box<SessionRow>),
     Failed(FailedCheck, ApiError),
 }
 
@@ -97,30 +99,34 @@ fn merged_metadata(current: &str, changes: &BTreeMap<String, String>) -> String 
     serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_owned())
 }
 
-/// The checks other than the user and the password, and the challenges,
-/// applied to a locked session inside the transaction.
+/// The checks other than the user (and the password, checked before the
+/// transaction), the challenges, metadata and lifetime, applied to a locked
+/// session inside the transaction, with `token_id` as the session's one
+/// valid token from now on.
 fn apply(
     engine: &OtpEngine,
     conn: &mut DbConnection,
     session: &SessionRow,
     user: &UserRow,
     request: &SessionRequest,
-    client: &ClientInfo,
-    now: NaiveDateTime,
+    token_id: &str,
+    attempt: &Attempt<'_>,
 ) -> Result<Applied, ApiError> {
-    let mut changes = SessionChanges::default();
-    let attempt = Attempt {
-        session_id: Some(&session.id),
-        client,
-        now,
+    let &Attempt { client, now, .. } = attempt;
+    let mut changes = SessionChanges {
+        token_id: Some(Some(token_id.to_owned())),
+        ..SessionChanges::default()
     };
+    if request.checks.password.is_some() {
+        changes.password_verified_at = Some(Some(now));
+    }
     for (code, kind) in [
         (&request.checks.totp, OtpType::Totp),
         (&request.checks.recovery_code, OtpType::Recovery),
     ] {
         let Some(code) = code else { continue };
         credentials::ensure_not_locked(user, now)?;
-        match totp::check_second_factor(engine, conn, user, code, &[kind], &attempt)? {
+        match totp::check_second_factor(engine, conn, user, code, &[kind], attempt)? {
             SecondFactor::Matched(_) => changes.totp_verified_at = Some(Some(now)),
             _ => {
                 let pointer = if kind == OtpType::Totp {
@@ -159,7 +165,9 @@ fn apply(
         }
     }
     rows::update(conn, &session.id, &changes, now)?;
-    Ok(Applied::Done(returned_code))
+    let session = rows::find(conn, &session.id)?
+        .ok_or_else(|| ApiError::not_found("The session was deleted meanwhile."))?;
+    Ok(Applied::Done(returned_code, Box::new(session)))
 }
 
 /// Counts a failed check in its own transaction (the request's changes
@@ -317,6 +325,7 @@ pub async fn create(
         .lifetime
         .unwrap_or_else(|| Duration::seconds(core.settings.auth.session_lifetime_secs));
     let expires_at = now + lifetime;
+    let (token, claims) = sessions::issue_session_token(core, &user.id, &session_id, expires_at)?;
     let engine = core.otp_engine();
     let outcome = {
         let (user, session_id, request, client) = (
@@ -328,7 +337,7 @@ pub async fn create(
         core.db
             .run(move |conn| {
                 write_tx(conn, |conn| {
-                    let mut row = new_session_row(
+                    let row = new_session_row(
                         &session_id,
                         &user.id,
                         &user.entity_id,
@@ -337,9 +346,6 @@ pub async fn create(
                         now,
                         expires_at,
                     );
-                    if request.checks.password.is_some() {
-                        row.password_verified_at = Some(now);
-                    }
                     rows::insert(conn, &row)?;
                     audit::record(
                         conn,
@@ -350,8 +356,13 @@ pub async fn create(
                         None,
                         now,
                     )?;
-                    match apply(&engine, conn, &row, &user, &request, &client, now)? {
-                        Applied::Done(code) => Ok(code),
+                    let attempt = Attempt {
+                        session_id: Some(&session_id),
+                        client: &client,
+                        now,
+                    };
+                    match apply(&engine, conn, &row, &user, &request, &claims.jti, &attempt)? {
+                        Applied::Done(code, session) => Ok((code, *session)),
                         // Roll the new session back; the failure is counted afterwards.
                         Applied::Failed(failed, error) => Err(TxError::Check(failed, error)),
                     }
@@ -359,7 +370,7 @@ pub async fn create(
             })
             .await
     };
-    finish(core, outcome, user, session_id, client).await
+    finish(core, outcome, user, session_id, token, client).await
 }
 
 /// Why a transaction rolled back: a failed check (to be counted), or
@@ -375,59 +386,34 @@ impl<E: Into<ApiError>> From<E> for TxError {
     }
 }
 
-/// Issues the new session token (the previous one dies) and counts a
-/// failed check.
+/// The outcome of a committed change, or a failed check counted in its own
+/// transaction.
 async fn finish(
     core: &Core,
-    outcome: Result<Option<String>, TxError>,
+    outcome: Result<(Option<String>, SessionRow), TxError>,
     user: UserRow,
     session_id: String,
+    session_token: String,
     client: ClientInfo,
 ) -> Result<SessionOutcome, ApiError> {
-    let code = match outcome {
-        Ok(code) => code,
-        Err(TxError::Other(error)) => return Err(error),
-        Err(TxError::Check(failed, error)) => {
-            return Err(count_failure(
-                core,
-                failed,
-                error,
-                user.id.clone(),
-                Some(session_id),
-                client,
-            )
-            .await);
-        }
-    };
-    let session = {
-        let id = session_id.clone();
-        core.db
-            .run(move |conn| Ok::<_, ApiError>(rows::find(conn, &id)?))
-            .await?
+    match outcome {
+        Ok((otp_email_code, session)) => Ok(SessionOutcome {
+            session,
+            user,
+            session_token,
+            otp_email_code,
+        }),
+        Err(TxError::Other(error)) => Err(error),
+        Err(TxError::Check(failed, error)) => Err(count_failure(
+            core,
+            failed,
+            error,
+            user.id.clone(),
+            Some(session_id),
+            client,
+        )
+        .await),
     }
-    .ok_or_else(|| ApiError::not_found("The session was deleted meanwhile."))?;
-    let (token, claims) =
-        sessions::issue_session_token(core, &user.id, &session.id, session.expires_at)?;
-    let now = core.now();
-    let id = session.id.clone();
-    let session = core
-        .db
-        .run(move |conn| {
-            let changes = SessionChanges {
-                token_id: Some(Some(claims.jti.clone())),
-                ..SessionChanges::default()
-            };
-            rows::update(conn, &id, &changes, now)?;
-            rows::find(conn, &id)?
-                .ok_or_else(|| ApiError::not_found("The session was deleted meanwhile."))
-        })
-        .await?;
-    Ok(SessionOutcome {
-        session,
-        user,
-        session_token: token,
-        otp_email_code: code,
-    })
 }
 
 /// The session a caller may work on: its own (session token), or any
@@ -500,7 +486,6 @@ pub async fn change(
                 .at_pointer("/checks/user"));
         }
     }
-    let mut password_ok = false;
     if let Some(password) = request.checks.password.clone() {
         credentials::ensure_not_locked(&user, now)?;
         if !credentials::verify(core, Some(&user), Secret::Password, password).await? {
@@ -514,8 +499,11 @@ pub async fn change(
             )
             .await);
         }
-        password_ok = true;
     }
+    let expires_at = request
+        .lifetime
+        .map_or(session.expires_at, |lifetime| now + lifetime);
+    let (token, claims) = sessions::issue_session_token(core, &user.id, &session_id, expires_at)?;
     let engine = core.otp_engine();
     let outcome = {
         let (user, session_id, request, client) = (
@@ -530,22 +518,28 @@ pub async fn change(
                     let session = rows::find_for_update(conn, &session_id)?.ok_or_else(|| {
                         ApiError::not_found(format!("There is no session {session_id:?}."))
                     })?;
-                    if password_ok {
-                        let changes = SessionChanges {
-                            password_verified_at: Some(Some(now)),
-                            ..SessionChanges::default()
-                        };
-                        rows::update(conn, &session_id, &changes, now)?;
-                    }
-                    match apply(&engine, conn, &session, &user, &request, &client, now)? {
-                        Applied::Done(code) => Ok(code),
+                    let attempt = Attempt {
+                        session_id: Some(&session_id),
+                        client: &client,
+                        now,
+                    };
+                    match apply(
+                        &engine,
+                        conn,
+                        &session,
+                        &user,
+                        &request,
+                        &claims.jti,
+                        &attempt,
+                    )? {
+                        Applied::Done(code, session) => Ok((code, *session)),
                         Applied::Failed(failed, error) => Err(TxError::Check(failed, error)),
                     }
                 })
             })
             .await
     };
-    finish(core, outcome, user, session_id, client).await
+    finish(core, outcome, user, session_id, token, client).await
 }
 
 /// `GET /v2/sessions/{id}`: the session and its user.
