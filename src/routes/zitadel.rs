@@ -3,7 +3,7 @@
 //! metadata, lifetime and a session token that changes with every update.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::extract::{Fields, JsonObject, OptionalCaller, SessionCaller};
@@ -30,15 +30,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 type Handler = Result<HttpResponse, ApiError>;
 
-fn time(t: NaiveDateTime) -> DateTime<Utc> {
-    to_utc(t)
-}
-
 /// `details`, as ZITADEL writes them (uint64 as a string).
 fn details(session: &SessionRow) -> Value {
     json!({
         "sequence": session.sequence.to_string(),
-        "changeDate": time(session.updated_at),
+        "changeDate": to_utc(session.updated_at),
         "resourceOwner": session.entity_id,
     })
 }
@@ -49,7 +45,7 @@ fn session_json(session: &SessionRow, user: Option<&UserRow>) -> Value {
         factors.insert(
             "user".into(),
             json!({
-                "verifiedAt": time(session.created_at),
+                "verifiedAt": to_utc(session.created_at),
                 "id": user.id,
                 "loginName": user.login_name,
                 "displayName": user.display_name,
@@ -63,18 +59,18 @@ fn session_json(session: &SessionRow, user: Option<&UserRow>) -> Value {
         ("otpEmail", session.otp_email_verified_at),
     ] {
         if let Some(at) = at {
-            factors.insert(name.into(), json!({ "verifiedAt": time(at) }));
+            factors.insert(name.into(), json!({ "verifiedAt": to_utc(at) }));
         }
     }
     let metadata: Value = serde_json::from_str(&session.metadata).unwrap_or_else(|_| json!({}));
     json!({
         "id": session.id,
-        "creationDate": time(session.created_at),
-        "changeDate": time(session.updated_at),
+        "creationDate": to_utc(session.created_at),
+        "changeDate": to_utc(session.updated_at),
         "sequence": session.sequence.to_string(),
         "factors": factors,
         "metadata": metadata,
-        "expirationDate": time(session.expires_at),
+        "expirationDate": to_utc(session.expires_at),
     })
 }
 
