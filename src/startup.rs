@@ -22,6 +22,7 @@ use crate::passwords::PasswordHasher;
 use crate::routes;
 use crate::services::Core;
 use crate::services::cpu_pool::CpuPool;
+use crate::services::otp::OtpEngine;
 use crate::services::rate_limit::RateLimiter;
 use crate::telemetry;
 use crate::tokens::{self, TokenService};
@@ -103,15 +104,21 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
     let tokens = TokenService::load(db.clone(), settings.issuer.clone(), clock.clone())
         .await
         .map_err(|e| StartupError::Keys(e.to_string()))?;
+    let mailer = Arc::new(mailer);
+    let otp = Arc::new(OtpEngine {
+        settings: settings.auth.clone(),
+        secret_box: SecretBox::new(otp_key.derive("totp secret encryption v1")),
+        key: otp_key,
+        mailer: mailer.clone(),
+    });
     Ok(Core {
         settings,
         db,
         clock,
         hasher,
         tokens,
-        mailer: Arc::new(mailer),
-        secret_box: SecretBox::new(otp_key.derive("totp secret encryption v1")),
-        otp_key,
+        mailer,
+        otp,
         rate_limiter,
         dummy_hash,
         cpu_pool,

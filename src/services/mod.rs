@@ -26,8 +26,6 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::mailer::Mailer;
-use crate::otp::OtpKey;
-use crate::otp::totp::SecretBox;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenService;
 use rate_limit::RateLimiter;
@@ -40,9 +38,9 @@ pub struct Core {
     pub hasher: PasswordHasher,
     pub tokens: TokenService,
     pub mailer: Arc<Mailer>,
-    pub otp_key: OtpKey,
-    /// Seals TOTP secrets at rest.
-    pub secret_box: SecretBox,
+    /// The OTP key, the TOTP sealing key, the settings and the mailer that
+    /// code work inside a transaction needs; shared, not rebuilt per call.
+    pub otp: Arc<otp::OtpEngine>,
     pub rate_limiter: RateLimiter,
     /// An argon2id hash of a random password, checked when a login names no
     /// user, so that path costs the same as a wrong password.
@@ -57,13 +55,8 @@ impl Core {
     }
 
     /// What OTP work inside a blocking transaction needs.
-    pub fn otp_engine(&self) -> otp::OtpEngine {
-        otp::OtpEngine {
-            settings: self.settings.auth.clone(),
-            key: self.otp_key.clone(),
-            mailer: self.mailer.clone(),
-            secret_box: self.secret_box.clone(),
-        }
+    pub fn otp_engine(&self) -> Arc<otp::OtpEngine> {
+        self.otp.clone()
     }
 
     /// Runs CPU-heavy work (argon2, QR codes) off the async workers, at
