@@ -17,6 +17,7 @@ pub mod sessions;
 pub mod signing_keys;
 pub mod totp;
 pub mod users;
+pub mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -116,6 +117,8 @@ pub struct Db {
     /// as a parked task, instead of as a blocked thread inside the pool
     /// (threads blocked by the dozen cost a context switch each).
     permits: Arc<Semaphore>,
+    /// SQLite only: the one thread that writes (see [`writer`]).
+    writer: Option<Arc<writer::SqliteWriter>>,
 }
 
 impl Db {
@@ -141,13 +144,21 @@ impl Db {
             // checkout would cost a statement per query. PostgreSQL
             // connections are tested, so a restarted server is noticed.
             .test_on_check_out(backend == Backend::Postgres)
-            .build(manager)
+            .build(manager.clone())
             .map_err(|e| DbSetupError::Connect(e.to_string()))?;
         let permits = Arc::new(Semaphore::new(pool_size as usize));
+        let writer = match backend {
+            Backend::Sqlite => Some(Arc::new(
+                writer::SqliteWriter::start(manager)
+                    .map_err(|e| DbSetupError::Connect(format!("cannot start the writer: {e}")))?,
+            )),
+            Backend::Postgres => None,
+        };
         Ok(Self {
             pool,
             backend,
             permits,
+            writer,
         })
     }
 
@@ -194,7 +205,8 @@ impl Db {
 }
 
 impl Db {
-    /// [`Db::run`] inside [`write_tx`]: for work that writes.
+    /// Runs work that writes, in a transaction: on SQLite in the writer
+    /// thread's next group commit, on PostgreSQL on a pooled connection.
     pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -205,7 +217,10 @@ impl Db {
             + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
     {
-        self.run(move |conn| write_tx(conn, work)).await
+        match &self.writer {
+            Some(writer) => writer.write(work).await,
+            None => self.run(move |conn| conn.transaction(work)).await,
+        }
     }
 }
 
@@ -223,7 +238,9 @@ pub fn violates_unique(err: &diesel::result::Error, table: &str, column: &str) -
 /// One SQLite writer at a time per process (SQLite allows one anyway).
 static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `work` in a transaction that writes. On SQLite it starts with
+/// Runs `work` in a transaction that writes, on a connection of its own:
+/// for tools beside the server (seeding, tests); the server writes through
+/// [`Db::write`]. On SQLite it starts with
 /// `BEGIN IMMEDIATE`: a deferred transaction that reads first and writes
 /// later fails with "database is locked" under concurrency instead of
 /// waiting for the busy timeout. Do not nest: the writer lock is not

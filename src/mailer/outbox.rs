@@ -11,7 +11,6 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::db::outbox::{self as rows, OutboxRow};
-use crate::db::write_tx;
 use crate::error::ApiError;
 use crate::services::Core;
 
@@ -48,11 +47,8 @@ pub async fn deliver_due(core: &Core) -> Result<usize, ApiError> {
     let claim_owner = owner.clone();
     let rows: Vec<OutboxRow> = core
         .db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                rows::claim_due(conn, now, &claim_owner, now + LEASE, BATCH)
-            })
-            .map_err(ApiError::from)
+        .write(move |conn| {
+            rows::claim_due(conn, now, &claim_owner, now + LEASE, BATCH).map_err(ApiError::from)
         })
         .await?;
     let claimed = rows.len();

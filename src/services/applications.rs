@@ -82,7 +82,7 @@ pub async fn create(
         updated_at: now,
     };
     core.db
-        .run(move |conn| {
+        .write(move |conn| {
             if entities::find(conn, &row.entity_id)?.is_none() {
                 return Err(no_entity(&row.entity_id));
             }
@@ -137,7 +137,7 @@ pub async fn update(
         updated_at: Some(core.now()),
     };
     core.db
-        .run(move |conn| {
+        .write(move |conn| {
             if rows::update(conn, &id, &changes).map_err(map_write_error)? == 0 {
                 return Err(no_application(&id));
             }
@@ -151,7 +151,7 @@ pub async fn update(
 pub async fn delete(core: &Core, raw_id: &str) -> Result<(), ApiError> {
     let id = parse_id(raw_id, "application")?;
     core.db
-        .run(move |conn| match rows::delete(conn, &id)? {
+        .write(move |conn| match rows::delete(conn, &id)? {
             0 => Err(no_application(&id)),
             _ => Ok(()),
         })

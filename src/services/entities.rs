@@ -64,7 +64,7 @@ pub async fn create(core: &Core, input: NewEntity) -> Result<Entity, ApiError> {
         updated_at: now,
     };
     core.db
-        .run(move |conn| {
+        .write(move |conn| {
             rows::insert(conn, &row).map_err(|e| map_write_error(e, Some(&row.entity_number)))?;
             Ok(row.into())
         })
@@ -103,7 +103,7 @@ pub async fn update(core: &Core, raw_id: &str, patch: EntityPatch) -> Result<Ent
         updated_at: Some(core.now()),
     };
     core.db
-        .run(move |conn| {
+        .write(move |conn| {
             let changed = rows::update(conn, &id, &changes)
                 .map_err(|e| map_write_error(e, changes.entity_number.as_deref()))?;
             if changed == 0 {
@@ -121,7 +121,7 @@ pub async fn update(core: &Core, raw_id: &str, patch: EntityPatch) -> Result<Ent
 pub async fn delete(core: &Core, raw_id: &str) -> Result<(), ApiError> {
     let id = parse_id(raw_id, "entity")?;
     core.db
-        .run(move |conn| match rows::delete(conn, &id) {
+        .write(move |conn| match rows::delete(conn, &id) {
             Ok(0) => Err(ApiError::not_found(format!(
                 "There is no entity with id {id:?}."
             ))),

@@ -17,7 +17,7 @@ use crate::config::AuthSettings;
 use crate::db::challenges::{self, ACCOUNT, ChallengeRow, LOGIN};
 use crate::db::sessions::{self as session_rows, SessionChanges, SessionRow};
 use crate::db::users::{self, UserRow};
-use crate::db::{DbConnection, applications, write_tx};
+use crate::db::{DbConnection, applications};
 use crate::error::{ApiError, ErrorCode};
 use crate::mailer::{MailContext, MailKind, Mailer, OutgoingMail};
 use crate::otp::totp::SecretBox;
@@ -557,11 +557,7 @@ pub async fn verify(
     let session_id = session.id.clone();
     let outcome = core
         .db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                engine.verify_in_tx(conn, &session, &code, &types, &client, now)
-            })
-        })
+        .write(move |conn| engine.verify_in_tx(conn, &session, &code, &types, &client, now))
         .await?;
     Ok(VerifyResult {
         valid: true,
@@ -616,34 +612,32 @@ pub async fn create_account_otp(
     let engine = core.otp_engine();
     let issued = core
         .db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                if !ok {
-                    audit::record(
-                        conn,
-                        AuditKind::LoginFailed,
-                        Some(&user.id),
-                        Some(&session_id),
-                        &client,
-                        Some("account code"),
-                        now,
-                    )?;
-                    credentials::register_failure(&engine.settings, conn, &user.id, &client, now)?;
-                    return Ok(None);
-                }
-                credentials::reset_failures(conn, &user)?;
-                let issued = engine.new_challenge(conn, &user_id, &session_id, ACCOUNT, now)?;
+        .write(move |conn| {
+            if !ok {
                 audit::record(
                     conn,
-                    AuditKind::OtpCreated,
-                    Some(&user_id),
+                    AuditKind::LoginFailed,
+                    Some(&user.id),
                     Some(&session_id),
                     &client,
-                    None,
+                    Some("account code"),
                     now,
                 )?;
-                Ok::<_, ApiError>(Some(issued))
-            })
+                credentials::register_failure(&engine.settings, conn, &user.id, &client, now)?;
+                return Ok(None);
+            }
+            credentials::reset_failures(conn, &user)?;
+            let issued = engine.new_challenge(conn, &user_id, &session_id, ACCOUNT, now)?;
+            audit::record(
+                conn,
+                AuditKind::OtpCreated,
+                Some(&user_id),
+                Some(&session_id),
+                &client,
+                None,
+                now,
+            )?;
+            Ok::<_, ApiError>(Some(issued))
         })
         .await?;
     let (otp, expires_at) = issued.ok_or_else(|| {
@@ -712,23 +706,21 @@ pub async fn set_pin(
     let now = core.now();
     let check = core
         .db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                let check = engine.check(conn, &session_id, &[ACCOUNT], &code, &client, now)?;
-                if let Check::Matched = check {
-                    users::set_pin_hash(conn, &user_id, &pin_hash, now)?;
-                    audit::record(
-                        conn,
-                        AuditKind::PinSet,
-                        Some(&user_id),
-                        Some(&session_id),
-                        &client,
-                        None,
-                        now,
-                    )?;
-                }
-                Ok::<_, ApiError>(check)
-            })
+        .write(move |conn| {
+            let check = engine.check(conn, &session_id, &[ACCOUNT], &code, &client, now)?;
+            if let Check::Matched = check {
+                users::set_pin_hash(conn, &user_id, &pin_hash, now)?;
+                audit::record(
+                    conn,
+                    AuditKind::PinSet,
+                    Some(&user_id),
+                    Some(&session_id),
+                    &client,
+                    None,
+                    now,
+                )?;
+            }
+            Ok::<_, ApiError>(check)
         })
         .await?;
     match check {

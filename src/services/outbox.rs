@@ -84,7 +84,7 @@ pub async fn retry(core: &Core, raw_id: &str) -> Result<OutboxEntry, ApiError> {
     let now = core.now();
     let entry = core
         .db
-        .run(move |conn| {
+        .write(move |conn| {
             if !rows::requeue(conn, &id, &rendered.text, &rendered.html, now)? {
                 return Err(ApiError::conflict(
                     "The mail changed meanwhile; read it again.",

@@ -15,10 +15,10 @@ use super::sessions::{self, Caller, effective_status, is_live, new_session_row};
 use super::totp::{self, Attempt, SecondFactor};
 use super::users::normalize_login_name;
 use super::{Core, parse_id};
+use crate::db::DbConnection;
 use crate::db::challenges::LOGIN;
 use crate::db::sessions::{self as rows, SessionChanges, SessionRow, SessionSearch};
 use crate::db::users::{self, UserRow};
-use crate::db::{DbConnection, write_tx};
 use crate::error::{ApiError, ErrorCode};
 
 #[derive(Debug, Clone)]
@@ -184,48 +184,40 @@ async fn count_failure(
     let now = core.now();
     let counted = core
         .db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                match failed {
-                    FailedCheck::Password => {
-                        audit::record(
-                            conn,
-                            AuditKind::LoginFailed,
-                            Some(&user_id),
-                            session_id.as_deref(),
-                            &client,
-                            None,
-                            now,
-                        )?;
-                        credentials::register_failure(
-                            &engine.settings,
-                            conn,
-                            &user_id,
-                            &client,
-                            now,
-                        )?;
-                    }
-                    FailedCheck::SecondFactor => {
-                        credentials::second_factor_failed(
-                            &engine.settings,
-                            conn,
-                            &user_id,
-                            session_id.as_deref(),
-                            &client,
-                            now,
-                        )?;
-                    }
-                    FailedCheck::OtpEmail => {
-                        if let Some(session_id) = &session_id
-                            && let Some(precise) =
-                                engine.record_failures(conn, session_id, &[LOGIN], &client, now)?
-                        {
-                            return Ok(Some(precise));
-                        }
+        .write(move |conn| {
+            match failed {
+                FailedCheck::Password => {
+                    audit::record(
+                        conn,
+                        AuditKind::LoginFailed,
+                        Some(&user_id),
+                        session_id.as_deref(),
+                        &client,
+                        None,
+                        now,
+                    )?;
+                    credentials::register_failure(&engine.settings, conn, &user_id, &client, now)?;
+                }
+                FailedCheck::SecondFactor => {
+                    credentials::second_factor_failed(
+                        &engine.settings,
+                        conn,
+                        &user_id,
+                        session_id.as_deref(),
+                        &client,
+                        now,
+                    )?;
+                }
+                FailedCheck::OtpEmail => {
+                    if let Some(session_id) = &session_id
+                        && let Some(precise) =
+                            engine.record_failures(conn, session_id, &[LOGIN], &client, now)?
+                    {
+                        return Ok(Some(precise));
                     }
                 }
-                Ok::<_, ApiError>(None)
-            })
+            }
+            Ok::<_, ApiError>(None)
         })
         .await;
     match counted {
@@ -335,38 +327,36 @@ pub async fn create(
             client.clone(),
         );
         core.db
-            .run(move |conn| {
-                write_tx(conn, |conn| {
-                    let row = new_session_row(
-                        &session_id,
-                        &user.id,
-                        &user.entity_id,
-                        None,
-                        &client,
-                        now,
-                        expires_at,
-                    );
-                    rows::insert(conn, &row)?;
-                    audit::record(
-                        conn,
-                        AuditKind::SessionCreated,
-                        Some(&user.id),
-                        Some(&session_id),
-                        &client,
-                        None,
-                        now,
-                    )?;
-                    let attempt = Attempt {
-                        session_id: Some(&session_id),
-                        client: &client,
-                        now,
-                    };
-                    match apply(&engine, conn, &row, &user, &request, &claims.jti, &attempt)? {
-                        Applied::Done(code, session) => Ok((code, *session)),
-                        // Roll the new session back; the failure is counted afterwards.
-                        Applied::Failed(failed, error) => Err(TxError::Check(failed, error)),
-                    }
-                })
+            .write(move |conn| {
+                let row = new_session_row(
+                    &session_id,
+                    &user.id,
+                    &user.entity_id,
+                    None,
+                    &client,
+                    now,
+                    expires_at,
+                );
+                rows::insert(conn, &row)?;
+                audit::record(
+                    conn,
+                    AuditKind::SessionCreated,
+                    Some(&user.id),
+                    Some(&session_id),
+                    &client,
+                    None,
+                    now,
+                )?;
+                let attempt = Attempt {
+                    session_id: Some(&session_id),
+                    client: &client,
+                    now,
+                };
+                match apply(&engine, conn, &row, &user, &request, &claims.jti, &attempt)? {
+                    Applied::Done(code, session) => Ok((code, *session)),
+                    // Roll the new session back; the failure is counted afterwards.
+                    Applied::Failed(failed, error) => Err(TxError::Check(failed, error)),
+                }
             })
             .await
     };
@@ -513,29 +503,27 @@ pub async fn change(
             client.clone(),
         );
         core.db
-            .run(move |conn| {
-                write_tx(conn, |conn| {
-                    let session = rows::find_for_update(conn, &session_id)?.ok_or_else(|| {
-                        ApiError::not_found(format!("There is no session {session_id:?}."))
-                    })?;
-                    let attempt = Attempt {
-                        session_id: Some(&session_id),
-                        client: &client,
-                        now,
-                    };
-                    match apply(
-                        &engine,
-                        conn,
-                        &session,
-                        &user,
-                        &request,
-                        &claims.jti,
-                        &attempt,
-                    )? {
-                        Applied::Done(code, session) => Ok((code, *session)),
-                        Applied::Failed(failed, error) => Err(TxError::Check(failed, error)),
-                    }
-                })
+            .write(move |conn| {
+                let session = rows::find_for_update(conn, &session_id)?.ok_or_else(|| {
+                    ApiError::not_found(format!("There is no session {session_id:?}."))
+                })?;
+                let attempt = Attempt {
+                    session_id: Some(&session_id),
+                    client: &client,
+                    now,
+                };
+                match apply(
+                    &engine,
+                    conn,
+                    &session,
+                    &user,
+                    &request,
+                    &claims.jti,
+                    &attempt,
+                )? {
+                    Applied::Done(code, session) => Ok((code, *session)),
+                    Applied::Failed(failed, error) => Err(TxError::Check(failed, error)),
+                }
             })
             .await
     };

@@ -13,7 +13,7 @@ use super::otp::{self, CodeDelivery};
 use super::users::normalize_login_name;
 use super::{Core, Page, Paged, parse_id, to_utc};
 use crate::db::sessions::{self as rows, SessionChanges, SessionRow};
-use crate::db::{applications, users, write_tx};
+use crate::db::{applications, users};
 use crate::error::{ApiError, ErrorCode};
 use crate::tokens::Claims;
 
@@ -261,22 +261,20 @@ pub async fn login(
         let auth = core.settings.auth.clone();
         let user_id = user.map(|u| u.id);
         core.db
-            .run(move |conn| {
-                write_tx(conn, |conn| {
-                    audit::record(
-                        conn,
-                        AuditKind::LoginFailed,
-                        user_id.as_deref(),
-                        None,
-                        &client,
-                        None,
-                        now,
-                    )?;
-                    if let Some(user_id) = &user_id {
-                        credentials::register_failure(&auth, conn, user_id, &client, now)?;
-                    }
-                    Ok::<_, ApiError>(())
-                })
+            .write(move |conn| {
+                audit::record(
+                    conn,
+                    AuditKind::LoginFailed,
+                    user_id.as_deref(),
+                    None,
+                    &client,
+                    None,
+                    now,
+                )?;
+                if let Some(user_id) = &user_id {
+                    credentials::register_failure(&auth, conn, user_id, &client, now)?;
+                }
+                Ok::<_, ApiError>(())
             })
             .await?;
         return Err(invalid_credentials());
@@ -292,57 +290,55 @@ pub async fn login(
     let application_name = input.application_name;
     let row_session_id = session_id.clone();
     core.db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                let application_id = match &application_name {
-                    Some(name) => Some(
-                        applications::find_by_name(conn, &user.entity_id, name)?
-                            .ok_or_else(|| {
-                                ApiError::invalid_field(
-                                    "/applicationName",
-                                    "applicationName names no application of the user's entity.",
-                                )
-                            })?
-                            .id,
-                    ),
-                    None => None,
-                };
-                if rows::find(conn, &row_session_id)?.is_some() {
-                    return Err(ApiError::conflict(
-                        "A session with this sessionId already exists.",
-                    )
-                    .at_pointer("/sessionId"));
-                }
-                credentials::reset_failures(conn, &user)?;
-                let row = new_session_row(
-                    &row_session_id,
-                    &user.id,
-                    &user.entity_id,
-                    application_id,
-                    &client,
-                    now,
-                    expires_at,
+        .write(move |conn| {
+            let application_id = match &application_name {
+                Some(name) => Some(
+                    applications::find_by_name(conn, &user.entity_id, name)?
+                        .ok_or_else(|| {
+                            ApiError::invalid_field(
+                                "/applicationName",
+                                "applicationName names no application of the user's entity.",
+                            )
+                        })?
+                        .id,
+                ),
+                None => None,
+            };
+            if rows::find(conn, &row_session_id)?.is_some() {
+                return Err(
+                    ApiError::conflict("A session with this sessionId already exists.")
+                        .at_pointer("/sessionId"),
                 );
-                rows::insert(
-                    conn,
-                    &SessionRow {
-                        password_verified_at: Some(now),
-                        token_id: Some(claims.jti.clone()),
-                        ..row
-                    },
-                )
-                .map_err(map_session_insert)?;
-                audit::record(
-                    conn,
-                    AuditKind::LoginSucceeded,
-                    Some(&user.id),
-                    Some(&row_session_id),
-                    &client,
-                    None,
-                    now,
-                )?;
-                Ok::<_, ApiError>(())
-            })
+            }
+            credentials::reset_failures(conn, &user)?;
+            let row = new_session_row(
+                &row_session_id,
+                &user.id,
+                &user.entity_id,
+                application_id,
+                &client,
+                now,
+                expires_at,
+            );
+            rows::insert(
+                conn,
+                &SessionRow {
+                    password_verified_at: Some(now),
+                    token_id: Some(claims.jti.clone()),
+                    ..row
+                },
+            )
+            .map_err(map_session_insert)?;
+            audit::record(
+                conn,
+                AuditKind::LoginSucceeded,
+                Some(&user.id),
+                Some(&row_session_id),
+                &client,
+                None,
+                now,
+            )?;
+            Ok::<_, ApiError>(())
         })
         .await?;
     Ok(LoginResult {
@@ -445,104 +441,101 @@ pub async fn update(
     let engine = core.otp_engine();
     let outcome = core
         .db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                let Some(user) = users::find(conn, &user_id)? else {
-                    return Err(ApiError::new(
-                        ErrorCode::UserNotFound,
-                        format!("There is no user with id {user_id:?}."),
-                    ));
-                };
-                let (session, created) = match rows::find_for_update(conn, &session_id)? {
-                    None if !is_admin => {
-                        return Err(ApiError::not_found(format!(
-                            "There is no session {session_id:?}."
-                        )));
-                    }
-                    None => {
-                        otp::require_email(&user)?;
-                        let expires_at =
-                            now + Duration::seconds(engine.settings.session_lifetime_secs);
-                        let row = new_session_row(
-                            &session_id,
-                            &user.id,
-                            &user.entity_id,
-                            None,
-                            &client,
-                            now,
-                            expires_at,
-                        );
-                        rows::insert(conn, &row).map_err(map_session_insert)?;
-                        audit::record(
-                            conn,
-                            AuditKind::SessionCreated,
-                            Some(&user.id),
-                            Some(&session_id),
-                            &client,
-                            None,
-                            now,
-                        )?;
-                        (row, true)
-                    }
-                    Some(row) if row.user_id != user.id => {
-                        return Err(ApiError::not_found(format!(
-                            "The user has no session {session_id:?}."
-                        )));
-                    }
-                    Some(row) if !is_live(&row, now) => {
-                        return Err(ApiError::new(
-                            ErrorCode::SessionClosed,
-                            format!(
-                                "The session is {}; start a new one.",
-                                effective_status(&row, now)
-                            ),
-                        ));
-                    }
-                    Some(row) => (row, false),
-                };
-
-                // A new session always gets its code first.
-                if passed_login_otp && !created {
-                    let second_factor = session.otp_email_verified_at.or(session.totp_verified_at);
-                    if second_factor.is_none() && !is_admin {
-                        return Err(ApiError::new(
-                            ErrorCode::OtpNotVerified,
-                            "Verify the login code with POST /user/otp/verify first.",
-                        ));
-                    }
-                    let changes = SessionChanges {
-                        status: Some(VERIFIED.to_owned()),
-                        passed_login_otp: Some(true),
-                        verified_at: Some(Some(now)),
-                        ..SessionChanges::default()
-                    };
-                    rows::update(conn, &session.id, &changes, now)?;
+        .write(move |conn| {
+            let Some(user) = users::find(conn, &user_id)? else {
+                return Err(ApiError::new(
+                    ErrorCode::UserNotFound,
+                    format!("There is no user with id {user_id:?}."),
+                ));
+            };
+            let (session, created) = match rows::find_for_update(conn, &session_id)? {
+                None if !is_admin => {
+                    return Err(ApiError::not_found(format!(
+                        "There is no session {session_id:?}."
+                    )));
+                }
+                None => {
+                    otp::require_email(&user)?;
+                    let expires_at = now + Duration::seconds(engine.settings.session_lifetime_secs);
+                    let row = new_session_row(
+                        &session_id,
+                        &user.id,
+                        &user.entity_id,
+                        None,
+                        &client,
+                        now,
+                        expires_at,
+                    );
+                    rows::insert(conn, &row).map_err(map_session_insert)?;
                     audit::record(
                         conn,
-                        AuditKind::SessionVerified,
+                        AuditKind::SessionCreated,
                         Some(&user.id),
-                        Some(&session.id),
+                        Some(&session_id),
                         &client,
                         None,
                         now,
                     )?;
-                    return Ok(UpdateOutcome::Verified);
+                    (row, true)
                 }
+                Some(row) if row.user_id != user.id => {
+                    return Err(ApiError::not_found(format!(
+                        "The user has no session {session_id:?}."
+                    )));
+                }
+                Some(row) if !is_live(&row, now) => {
+                    return Err(ApiError::new(
+                        ErrorCode::SessionClosed,
+                        format!(
+                            "The session is {}; start a new one.",
+                            effective_status(&row, now)
+                        ),
+                    ));
+                }
+                Some(row) => (row, false),
+            };
 
-                let (code, expires_at) = engine.send_login_code(
+            // A new session always gets its code first.
+            if passed_login_otp && !created {
+                let second_factor = session.otp_email_verified_at.or(session.totp_verified_at);
+                if second_factor.is_none() && !is_admin {
+                    return Err(ApiError::new(
+                        ErrorCode::OtpNotVerified,
+                        "Verify the login code with POST /user/otp/verify first.",
+                    ));
+                }
+                let changes = SessionChanges {
+                    status: Some(VERIFIED.to_owned()),
+                    passed_login_otp: Some(true),
+                    verified_at: Some(Some(now)),
+                    ..SessionChanges::default()
+                };
+                rows::update(conn, &session.id, &changes, now)?;
+                audit::record(
                     conn,
-                    &user,
-                    &session,
-                    &CodeDelivery::Mail {
-                        link_template: None,
-                    },
+                    AuditKind::SessionVerified,
+                    Some(&user.id),
+                    Some(&session.id),
                     &client,
+                    None,
                     now,
                 )?;
-                Ok(UpdateOutcome::CodeSent {
-                    code,
-                    expires_at: to_utc(expires_at),
-                })
+                return Ok(UpdateOutcome::Verified);
+            }
+
+            let (code, expires_at) = engine.send_login_code(
+                conn,
+                &user,
+                &session,
+                &CodeDelivery::Mail {
+                    link_template: None,
+                },
+                &client,
+                now,
+            )?;
+            Ok(UpdateOutcome::CodeSent {
+                code,
+                expires_at: to_utc(expires_at),
             })
         })
         .await?;
@@ -624,32 +617,30 @@ pub async fn revoke(
     let caller = caller.clone();
     let now = core.now();
     core.db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                let row = rows::find_for_update(conn, &session_id)?.ok_or_else(|| {
-                    ApiError::not_found(format!("There is no session {session_id:?}."))
-                })?;
-                ensure_visible(&caller, &row)?;
-                if row.status == REVOKED {
-                    return Ok(());
-                }
-                let changes = SessionChanges {
-                    status: Some(REVOKED.to_owned()),
-                    token_id: Some(None),
-                    ..SessionChanges::default()
-                };
-                rows::update(conn, &row.id, &changes, now)?;
-                audit::record(
-                    conn,
-                    AuditKind::SessionRevoked,
-                    Some(&row.user_id),
-                    Some(&row.id),
-                    &client,
-                    None,
-                    now,
-                )?;
-                Ok::<_, ApiError>(())
-            })
+        .write(move |conn| {
+            let row = rows::find_for_update(conn, &session_id)?.ok_or_else(|| {
+                ApiError::not_found(format!("There is no session {session_id:?}."))
+            })?;
+            ensure_visible(&caller, &row)?;
+            if row.status == REVOKED {
+                return Ok(());
+            }
+            let changes = SessionChanges {
+                status: Some(REVOKED.to_owned()),
+                token_id: Some(None),
+                ..SessionChanges::default()
+            };
+            rows::update(conn, &row.id, &changes, now)?;
+            audit::record(
+                conn,
+                AuditKind::SessionRevoked,
+                Some(&row.user_id),
+                Some(&row.id),
+                &client,
+                None,
+                now,
+            )?;
+            Ok::<_, ApiError>(())
         })
         .await
 }

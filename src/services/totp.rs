@@ -12,10 +12,10 @@ use super::credentials;
 use super::otp::{OtpEngine, OtpType};
 use super::sessions::{Caller, VERIFIED, effective_status};
 use super::{Core, parse_id};
+use crate::db::DbConnection;
 use crate::db::sessions as session_rows;
 use crate::db::totp::{self as rows, RecoveryCodeRow, TotpDeviceRow};
 use crate::db::users::{self, UserRow};
-use crate::db::{DbConnection, write_tx};
 use crate::error::{ApiError, ErrorCode};
 use crate::mailer::{MailContext, MailKind, OutgoingMail};
 use crate::otp::totp;
@@ -128,27 +128,36 @@ pub async fn enroll(
     let sealed_secret = secret.clone();
     let user = core
         .db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                let user = load_user(conn, &user_id)?;
-                if rows::find(conn, &user_id)?.is_some_and(|d| d.confirmed_at.is_some()) {
-                    return Err(ApiError::conflict(
-                        "An authenticator is already confirmed; remove it before enrolling another.",
-                    ));
-                }
-                let (nonce, ciphertext) = engine.secret_box.seal(&user_id, &sealed_secret).map_err(ApiError::internal)?;
-                let row = TotpDeviceRow {
-                    user_id: user_id.clone(),
-                    secret_nonce: nonce,
-                    secret_ciphertext: ciphertext,
-                    confirmed_at: None,
-                    last_used_step: None,
-                    created_at: now,
-                };
-                rows::replace(conn, &row)?;
-                audit::record(conn, AuditKind::TotpEnrolled, Some(&user_id), Some(&session_id), &client, None, now)?;
-                Ok(user)
-            })
+        .write(move |conn| {
+            let user = load_user(conn, &user_id)?;
+            if rows::find(conn, &user_id)?.is_some_and(|d| d.confirmed_at.is_some()) {
+                return Err(ApiError::conflict(
+                    "An authenticator is already confirmed; remove it before enrolling another.",
+                ));
+            }
+            let (nonce, ciphertext) = engine
+                .secret_box
+                .seal(&user_id, &sealed_secret)
+                .map_err(ApiError::internal)?;
+            let row = TotpDeviceRow {
+                user_id: user_id.clone(),
+                secret_nonce: nonce,
+                secret_ciphertext: ciphertext,
+                confirmed_at: None,
+                last_used_step: None,
+                created_at: now,
+            };
+            rows::replace(conn, &row)?;
+            audit::record(
+                conn,
+                AuditKind::TotpEnrolled,
+                Some(&user_id),
+                Some(&session_id),
+                &client,
+                None,
+                now,
+            )?;
+            Ok(user)
         })
         .await?;
     let auth = &core.settings.auth;
@@ -230,50 +239,48 @@ pub async fn confirm(
     let now = core.now();
     let outcome = core
         .db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                let user = load_user(conn, &user_id)?;
-                credentials::ensure_not_locked(&user, now)?;
-                let device = rows::find_for_update(conn, &user_id)?.ok_or_else(|| {
-                    ApiError::not_found(
-                        "No authenticator is being enrolled: POST /user/devices/totp first.",
-                    )
-                })?;
-                if device.confirmed_at.is_some() {
-                    return Err(ApiError::conflict(
-                        "The authenticator is already confirmed.",
-                    ));
+        .write(move |conn| {
+            let user = load_user(conn, &user_id)?;
+            credentials::ensure_not_locked(&user, now)?;
+            let device = rows::find_for_update(conn, &user_id)?.ok_or_else(|| {
+                ApiError::not_found(
+                    "No authenticator is being enrolled: POST /user/devices/totp first.",
+                )
+            })?;
+            if device.confirmed_at.is_some() {
+                return Err(ApiError::conflict(
+                    "The authenticator is already confirmed.",
+                ));
+            }
+            match matching_step(&engine, &device, &user.login_name, &code, now)? {
+                Some(step) => {
+                    rows::confirm(conn, &user_id, step, now)?;
+                    record_change(
+                        &engine,
+                        conn,
+                        &user,
+                        AuditKind::TotpConfirmed,
+                        Some(&session_id),
+                        &client,
+                        now,
+                    )?;
+                    Ok(None)
                 }
-                match matching_step(&engine, &device, &user.login_name, &code, now)? {
-                    Some(step) => {
-                        rows::confirm(conn, &user_id, step, now)?;
-                        record_change(
-                            &engine,
-                            conn,
-                            &user,
-                            AuditKind::TotpConfirmed,
-                            Some(&session_id),
-                            &client,
-                            now,
-                        )?;
-                        Ok(None)
-                    }
-                    None => {
-                        credentials::second_factor_failed(
-                            &engine.settings,
-                            conn,
-                            &user_id,
-                            Some(&session_id),
-                            &client,
-                            now,
-                        )?;
-                        Ok(Some(
-                            ApiError::new(ErrorCode::OtpInvalid, "The code is not valid.")
-                                .at_pointer("/otp"),
-                        ))
-                    }
+                None => {
+                    credentials::second_factor_failed(
+                        &engine.settings,
+                        conn,
+                        &user_id,
+                        Some(&session_id),
+                        &client,
+                        now,
+                    )?;
+                    Ok(Some(
+                        ApiError::new(ErrorCode::OtpInvalid, "The code is not valid.")
+                            .at_pointer("/otp"),
+                    ))
                 }
-            })
+            }
         })
         .await?;
     core.mailer.wake();
@@ -298,23 +305,21 @@ pub async fn remove(
     let engine = core.otp_engine();
     let now = core.now();
     core.db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                let user = load_user(conn, &user_id)?;
-                if rows::delete(conn, &user_id)? == 0 {
-                    return Err(ApiError::not_found("The user has no authenticator."));
-                }
-                record_change(
-                    &engine,
-                    conn,
-                    &user,
-                    AuditKind::TotpRemoved,
-                    session_id.as_deref(),
-                    &client,
-                    now,
-                )?;
-                Ok::<_, ApiError>(())
-            })
+        .write(move |conn| {
+            let user = load_user(conn, &user_id)?;
+            if rows::delete(conn, &user_id)? == 0 {
+                return Err(ApiError::not_found("The user has no authenticator."));
+            }
+            record_change(
+                &engine,
+                conn,
+                &user,
+                AuditKind::TotpRemoved,
+                session_id.as_deref(),
+                &client,
+                now,
+            )?;
+            Ok::<_, ApiError>(())
         })
         .await?;
     core.mailer.wake();
@@ -361,21 +366,19 @@ pub async fn generate_recovery_codes(
         })
         .collect();
     core.db
-        .run(move |conn| {
-            write_tx(conn, |conn| {
-                let user = load_user(conn, &user_id)?;
-                rows::replace_recovery_codes(conn, &user_id, &stored)?;
-                record_change(
-                    &engine,
-                    conn,
-                    &user,
-                    AuditKind::RecoveryCodesCreated,
-                    Some(&session_id),
-                    &client,
-                    now,
-                )?;
-                Ok::<_, ApiError>(())
-            })
+        .write(move |conn| {
+            let user = load_user(conn, &user_id)?;
+            rows::replace_recovery_codes(conn, &user_id, &stored)?;
+            record_change(
+                &engine,
+                conn,
+                &user,
+                AuditKind::RecoveryCodesCreated,
+                Some(&session_id),
+                &client,
+                now,
+            )?;
+            Ok::<_, ApiError>(())
         })
         .await?;
     core.mailer.wake();

@@ -130,7 +130,7 @@ pub async fn create(core: &Core, input: NewUser) -> Result<User, ApiError> {
         updated_at: now,
     };
     core.db
-        .run(move |conn| {
+        .write(move |conn| {
             let found = match &entity {
                 EntityRef::Id(id) => entities::find(conn, id)?,
                 EntityRef::Number(number) => entities::find_by_number(conn, number)?,
@@ -196,7 +196,7 @@ pub async fn update(core: &Core, raw_id: &str, patch: UserPatch) -> Result<User,
         updated_at: Some(core.now()),
     };
     core.db
-        .run(move |conn| {
+        .write(move |conn| {
             if rows::update(conn, &id, &changes).map_err(map_write_error)? == 0 {
                 return Err(no_user(&id));
             }
@@ -220,7 +220,7 @@ pub async fn set_password(core: &Core, raw_id: &str, password: String) -> Result
         ..UserChanges::default()
     };
     core.db
-        .run(move |conn| match rows::update(conn, &id, &changes)? {
+        .write(move |conn| match rows::update(conn, &id, &changes)? {
             0 => Err(no_user(&id)),
             _ => Ok(()),
         })
@@ -230,7 +230,7 @@ pub async fn set_password(core: &Core, raw_id: &str, password: String) -> Result
 pub async fn delete(core: &Core, raw_id: &str) -> Result<(), ApiError> {
     let id = parse_id(raw_id, "user")?;
     core.db
-        .run(move |conn| match rows::delete(conn, &id)? {
+        .write(move |conn| match rows::delete(conn, &id)? {
             0 => Err(no_user(&id)),
             _ => Ok(()),
         })

@@ -1,0 +1,330 @@
+//! The SQLite write path: one thread owns the only writing connection and
+//! commits queued work in groups.
+//!
+//! SQLite lets one transaction write at a time. Handing that lock from
+//! thread to thread cost a context switch per request, every commit wrote
+//! its pages to the WAL again, and every commit made the readers' page
+//! caches stale. Here each request's work runs in its own savepoint inside
+//! a shared `BEGIN IMMEDIATE … COMMIT`: one commit per group, and a request
+//! learns its outcome only after that commit, so what it was told is on
+//! disk. A request whose work fails is rolled back to its savepoint and
+//! leaves the others alone.
+//!
+//! Checkpoints (copying the WAL back into the database file, with its
+//! fsync) run on a second thread and connection, so they do not stall the
+//! writer.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::r2d2::ManageConnection;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::{Connection, SqliteConnection};
+use tokio::sync::oneshot;
+
+use super::{ConnectionManager, DbConnection};
+
+/// The most jobs one commit carries; bounds how long a job waits behind the
+/// others of its group.
+const MAX_GROUP: usize = 64;
+/// How often the checkpointer looks for new commits.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Told to a job once its group is settled: `None` when committed, else why
+/// nothing of the group was kept.
+type Settle = Box<dyn FnOnce(Option<&str>) + Send>;
+type Job = Box<dyn FnOnce(&mut DbConnection) -> Settle + Send>;
+
+/// A handle to the writer thread; the thread ends when the last handle is
+/// dropped.
+pub struct SqliteWriter {
+    jobs: Sender<Job>,
+}
+
+/// The error a job's caller sees when its group was not committed.
+fn not_committed(reason: &str) -> DieselError {
+    DieselError::DatabaseError(
+        DatabaseErrorKind::ClosedConnection,
+        Box::new(format!("the write was not committed: {reason}")),
+    )
+}
+
+impl SqliteWriter {
+    /// Starts the writer and checkpointer threads.
+    pub fn start(manager: ConnectionManager) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let commits_seen = Arc::new(AtomicU64::new(0));
+        let (stop_sender, stop_receiver) = mpsc::channel::<()>();
+        let checkpoint_manager = manager.clone();
+        let checkpoint_commits = commits_seen.clone();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                checkpoint_loop(checkpoint_manager, checkpoint_commits, stop_receiver)
+            })?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                // Dropped with the thread: tells the checkpointer to stop.
+                let _stop_checkpoints = stop_sender;
+                write_loop(manager, queue, commits_seen)
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `work` in its own savepoint of the next group and returns its
+    /// result once the group is committed.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DieselError> + Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+    {
+        let (reply, outcome) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |conn: &mut DbConnection| -> Settle {
+            // A nested `transaction` is a savepoint: a failure undoes this
+            // job's writes only.
+            let result = conn.transaction(work);
+            Box::new(move |failure: Option<&str>| {
+                let settled = match failure {
+                    None => result,
+                    Some(reason) => Err(E::from(not_committed(reason))),
+                };
+                // The caller may have gone (client hung up); nothing to do.
+                let _ = reply.send(settled);
+            })
+        });
+        if self.jobs.send(job).is_err() {
+            return Err(E::from(not_committed("the writer has stopped")));
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(E::from(not_committed("the writer dropped the work"))))
+    }
+}
+
+fn write_loop(manager: ConnectionManager, queue: Receiver<Job>, commits: Arc<AtomicU64>) {
+    let mut connection: Option<DbConnection> = None;
+    while let Ok(first) = queue.recv() {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let conn = match connection.as_mut() {
+            Some(conn) => conn,
+            None => match open(&manager) {
+                Ok(conn) => connection.insert(conn),
+                Err(err) => {
+                    // Dropping a job drops its reply: its caller is told
+                    // the write was not committed.
+                    tracing::error!(error = %err, "the SQLite writer cannot open the database");
+                    drop(group);
+                    continue;
+                }
+            },
+        };
+        match commit_group(conn, group) {
+            GroupOutcome::Committed => {
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
+            GroupOutcome::RolledBack => {}
+            GroupOutcome::ConnectionBroken => connection = None,
+        }
+    }
+}
+
+fn open(manager: &ConnectionManager) -> Result<DbConnection, diesel::r2d2::Error> {
+    let mut conn = manager.connect()?;
+    // The checkpointer thread does this work instead.
+    conn.batch_execute("PRAGMA wal_autocheckpoint = 0;")
+        .map_err(diesel::r2d2::Error::QueryError)?;
+    Ok(conn)
+}
+
+enum GroupOutcome {
+    Committed,
+    RolledBack,
+    ConnectionBroken,
+}
+
+fn sqlite(conn: &mut DbConnection) -> Option<&mut SqliteConnection> {
+    match conn {
+        DbConnection::Sqlite(sqlite) => Some(sqlite),
+        DbConnection::Postgresql(_) => None,
+    }
+}
+
+fn settle_all(settles: Vec<Settle>, failure: Option<&str>) {
+    for settle in settles {
+        settle(failure);
+    }
+}
+
+fn commit_group(conn: &mut DbConnection, group: Vec<Job>) -> GroupOutcome {
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    let Some(sqlite) = sqlite(conn) else {
+        return GroupOutcome::ConnectionBroken;
+    };
+    if let Err(err) = AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE") {
+        tracing::error!(error = %err, "the SQLite writer cannot begin a transaction");
+        drop(group);
+        return GroupOutcome::ConnectionBroken;
+    }
+    let mut settles = Vec::with_capacity(group.len());
+    let mut broken: Option<String> = None;
+    for job in group {
+        if broken.is_some() {
+            // The group is lost; the remaining jobs are not run at all.
+            drop(job);
+            continue;
+        }
+        match catch_unwind(AssertUnwindSafe(|| job(conn))) {
+            Ok(settle) => settles.push(settle),
+            Err(_) => broken = Some("a write panicked".to_owned()),
+        }
+        // A savepoint that could not be released or rolled back leaves the
+        // whole transaction unusable.
+        match Manager::transaction_manager_status_mut(conn).transaction_depth() {
+            Ok(Some(depth)) if depth.get() == 1 => {}
+            _ => broken = broken.or_else(|| Some("the transaction broke".to_owned())),
+        }
+    }
+    if let Some(reason) = broken {
+        let _ = Manager::rollback_transaction(conn);
+        tracing::error!(reason = %reason, "a group of writes was rolled back");
+        settle_all(settles, Some(&reason));
+        return GroupOutcome::ConnectionBroken;
+    }
+    match Manager::commit_transaction(conn) {
+        Ok(()) => {
+            settle_all(settles, None);
+            GroupOutcome::Committed
+        }
+        Err(err) => {
+            let reason = err.to_string();
+            tracing::error!(error = %reason, "committing a group of writes failed");
+            let rolled_back = Manager::rollback_transaction(conn).is_ok();
+            settle_all(settles, Some(&reason));
+            if rolled_back {
+                GroupOutcome::RolledBack
+            } else {
+                GroupOutcome::ConnectionBroken
+            }
+        }
+    }
+}
+
+/// Copies committed WAL frames into the database file, off the writer's
+/// thread. PASSIVE never blocks the writer or readers.
+fn checkpoint_loop(manager: ConnectionManager, commits: Arc<AtomicU64>, stop: Receiver<()>) {
+    let mut connection: Option<DbConnection> = None;
+    let mut checkpointed_at = 0;
+    loop {
+        match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let seen = commits.load(Ordering::Relaxed);
+        if seen == checkpointed_at {
+            continue;
+        }
+        let conn = match connection.as_mut() {
+            Some(conn) => conn,
+            None => match manager.connect() {
+                Ok(conn) => connection.insert(conn),
+                Err(err) => {
+                    tracing::warn!(error = %err, "the SQLite checkpointer cannot open the database");
+                    continue;
+                }
+            },
+        };
+        match conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);") {
+            Ok(()) => checkpointed_at = seen,
+            Err(err) => {
+                tracing::warn!(error = %err, "SQLite checkpoint failed");
+                connection = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use diesel::sql_types::{BigInt, Text};
+    use diesel::{QueryableByName, RunQueryDsl, sql_query};
+
+    use crate::config::Backend;
+    use crate::db::Db;
+    use crate::error::ApiError;
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    fn insert(conn: &mut crate::db::DbConnection, name: &str) -> diesel::QueryResult<usize> {
+        sql_query("INSERT INTO marks (name) VALUES (?)")
+            .bind::<Text, _>(name)
+            .execute(conn)
+    }
+
+    /// Jobs that share a group commit keep what they wrote, and a failing
+    /// job loses only its own writes, even when it wrote before failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_rolls_back_alone_within_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("writer.db").display().to_string();
+        let db = Db::connect(Backend::Sqlite, &url, 4).unwrap();
+        db.write(|conn| {
+            sql_query("CREATE TABLE marks (name TEXT NOT NULL UNIQUE)").execute(conn)?;
+            Ok::<_, ApiError>(())
+        })
+        .await
+        .unwrap();
+
+        let writes = (0..200).map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(move |conn| {
+                    insert(conn, &format!("kept-{i}"))?;
+                    if i % 3 == 0 {
+                        insert(conn, &format!("lost-{i}"))?;
+                        // A unique violation: the job fails after writing.
+                        insert(conn, &format!("kept-{i}"))?;
+                    }
+                    Ok::<_, ApiError>(i)
+                })
+                .await
+            })
+        });
+        let mut failed = 0;
+        for write in writes.collect::<Vec<_>>() {
+            if write.await.unwrap().is_err() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 67);
+
+        let count = |sql: &'static str| {
+            let db = db.clone();
+            async move {
+                db.run(move |conn| Ok::<_, ApiError>(sql_query(sql).get_result::<Count>(conn)?.n))
+                    .await
+            }
+        };
+        let kept = count("SELECT count(*) AS n FROM marks WHERE name LIKE 'kept-%'").await;
+        let lost = count("SELECT count(*) AS n FROM marks WHERE name LIKE 'lost-%'").await;
+        assert_eq!((kept.unwrap(), lost.unwrap()), (133, 0));
+    }
+}
