@@ -158,7 +158,7 @@ pub async fn authenticate(
     let now = core.now();
     let session = core
         .db
-        .run(move |conn| Ok::<_, ApiError>(rows::find(conn, &session_id)?))
+        .lookup(move |conn| Ok::<_, ApiError>(rows::find(conn, &session_id)?))
         .await?;
     match session {
         Some(row)
