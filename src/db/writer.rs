@@ -10,17 +10,16 @@
 //! disk. A request whose work fails is rolled back to its savepoint and
 //! leaves the others alone.
 //!
-//! Checkpoints (copying the WAL back into the database file, with its
-//! fsync) run on a second thread and connection, so they do not stall the
-//! writer.
+//! The writer also checkpoints (SQLite's automatic checkpoint after a
+//! commit that takes the WAL past 1000 pages). A checkpointer on another
+//! thread never caught up with a writer that never pauses: the WAL was never
+//! restarted and grew by gigabytes, and growing it (new file blocks,
+//! allocated and zeroed) cost more than the checkpoints.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 
-use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::r2d2::ManageConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::{Connection, SqliteConnection};
@@ -31,8 +30,6 @@ use super::{ConnectionManager, DbConnection};
 /// The most jobs one commit carries; bounds how long a job waits behind the
 /// others of its group.
 const MAX_GROUP: usize = 64;
-/// How often the checkpointer looks for new commits.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Told to a job once its group is settled: `None` when committed, else why
 /// nothing of the group was kept.
@@ -54,25 +51,12 @@ fn not_committed(reason: &str) -> DieselError {
 }
 
 impl SqliteWriter {
-    /// Starts the writer and checkpointer threads.
+    /// Starts the writer thread.
     pub fn start(manager: ConnectionManager) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        let commits_seen = Arc::new(AtomicU64::new(0));
-        let (stop_sender, stop_receiver) = mpsc::channel::<()>();
-        let checkpoint_manager = manager.clone();
-        let checkpoint_commits = commits_seen.clone();
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || {
-                checkpoint_loop(checkpoint_manager, checkpoint_commits, stop_receiver)
-            })?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || {
-                // Dropped with the thread: tells the checkpointer to stop.
-                let _stop_checkpoints = stop_sender;
-                write_loop(manager, queue, commits_seen)
-            })?;
+            .spawn(move || write_loop(manager, queue))?;
         Ok(Self { jobs })
     }
 
@@ -107,7 +91,7 @@ impl SqliteWriter {
     }
 }
 
-fn write_loop(manager: ConnectionManager, queue: Receiver<Job>, commits: Arc<AtomicU64>) {
+fn write_loop(manager: ConnectionManager, queue: Receiver<Job>) {
     let mut connection: Option<DbConnection> = None;
     while let Ok(first) = queue.recv() {
         let mut group = Vec::with_capacity(MAX_GROUP);
@@ -120,7 +104,7 @@ fn write_loop(manager: ConnectionManager, queue: Receiver<Job>, commits: Arc<Ato
         }
         let conn = match connection.as_mut() {
             Some(conn) => conn,
-            None => match open(&manager) {
+            None => match manager.connect() {
                 Ok(conn) => connection.insert(conn),
                 Err(err) => {
                     // Dropping a job drops its reply: its caller is told
@@ -131,22 +115,10 @@ fn write_loop(manager: ConnectionManager, queue: Receiver<Job>, commits: Arc<Ato
                 }
             },
         };
-        match commit_group(conn, group) {
-            GroupOutcome::Committed => {
-                commits.fetch_add(1, Ordering::Relaxed);
-            }
-            GroupOutcome::RolledBack => {}
-            GroupOutcome::ConnectionBroken => connection = None,
+        if let GroupOutcome::ConnectionBroken = commit_group(conn, group) {
+            connection = None;
         }
     }
-}
-
-fn open(manager: &ConnectionManager) -> Result<DbConnection, diesel::r2d2::Error> {
-    let mut conn = manager.connect()?;
-    // The checkpointer thread does this work instead.
-    conn.batch_execute("PRAGMA wal_autocheckpoint = 0;")
-        .map_err(diesel::r2d2::Error::QueryError)?;
-    Ok(conn)
 }
 
 enum GroupOutcome {
@@ -217,40 +189,6 @@ fn commit_group(conn: &mut DbConnection, group: Vec<Job>) -> GroupOutcome {
                 GroupOutcome::RolledBack
             } else {
                 GroupOutcome::ConnectionBroken
-            }
-        }
-    }
-}
-
-/// Copies committed WAL frames into the database file, off the writer's
-/// thread. PASSIVE never blocks the writer or readers.
-fn checkpoint_loop(manager: ConnectionManager, commits: Arc<AtomicU64>, stop: Receiver<()>) {
-    let mut connection: Option<DbConnection> = None;
-    let mut checkpointed_at = 0;
-    loop {
-        match stop.recv_timeout(CHECKPOINT_EVERY) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let seen = commits.load(Ordering::Relaxed);
-        if seen == checkpointed_at {
-            continue;
-        }
-        let conn = match connection.as_mut() {
-            Some(conn) => conn,
-            None => match manager.connect() {
-                Ok(conn) => connection.insert(conn),
-                Err(err) => {
-                    tracing::warn!(error = %err, "the SQLite checkpointer cannot open the database");
-                    continue;
-                }
-            },
-        };
-        match conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);") {
-            Ok(()) => checkpointed_at = seen,
-            Err(err) => {
-                tracing::warn!(error = %err, "SQLite checkpoint failed");
-                connection = None;
             }
         }
     }
