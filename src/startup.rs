@@ -90,7 +90,8 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
         .map_err(|e| StartupError::Hasher(format!("cannot start the hashing threads: {e}")))?;
     let otp_key = load_otp_key(&db, &settings, clock.as_ref()).await?;
     let rate_limiter = RateLimiter::new(settings.auth.rate_limit_per_minute);
-    let mailer = Mailer::new(&settings).map_err(|e| StartupError::Mail(e.to_string()))?;
+    let code_box = SecretBox::new(otp_key.derive("outbox code encryption v1"));
+    let mailer = Mailer::new(&settings, code_box).map_err(|e| StartupError::Mail(e.to_string()))?;
     let hasher =
         PasswordHasher::new(&settings.argon2).map_err(|e| StartupError::Hasher(e.to_string()))?;
     let dummy_hasher = hasher.clone();

@@ -19,9 +19,10 @@ pub struct OutboxRow {
     pub language: String,
     pub recipient: String,
     pub subject: String,
-    pub body_text: Option<String>,
-    pub body_html: Option<String>,
+    /// The template variables (no secrets).
     pub context: String,
+    /// A one-time code the mail carries, sealed; erased once sent or dead.
+    pub sealed_code: Option<Vec<u8>>,
     pub message_id: String,
     pub status: String,
     pub attempts: i32,
@@ -89,7 +90,7 @@ pub fn claim_due(
         .load(conn)
 }
 
-/// Marks a leased row sent and scrubs its bodies. Returns false when the
+/// Marks a leased row sent and erases its sealed code. Returns false when the
 /// lease was lost (another worker took the row after it expired).
 pub fn mark_sent(
     conn: &mut DbConnection,
@@ -103,8 +104,7 @@ pub fn mark_sent(
             outbox::sent_at.eq(now),
             outbox::updated_at.eq(now),
             outbox::attempts.eq(outbox::attempts + 1),
-            outbox::body_text.eq(None::<String>),
-            outbox::body_html.eq(None::<String>),
+            outbox::sealed_code.eq(None::<Vec<u8>>),
             outbox::lease_owner.eq(None::<String>),
             outbox::lease_until.eq(None::<NaiveDateTime>),
             outbox::last_error.eq(None::<String>),
@@ -135,7 +135,7 @@ pub fn mark_retry(
         .map(|n| n == 1)
 }
 
-/// Gives up on a row: dead, with its last error, bodies scrubbed.
+/// Gives up on a row: dead, with its last error, its sealed code erased.
 pub fn mark_dead(
     conn: &mut DbConnection,
     id: &str,
@@ -149,8 +149,7 @@ pub fn mark_dead(
             outbox::attempts.eq(outbox::attempts + 1),
             outbox::last_error.eq(error),
             outbox::updated_at.eq(now),
-            outbox::body_text.eq(None::<String>),
-            outbox::body_html.eq(None::<String>),
+            outbox::sealed_code.eq(None::<Vec<u8>>),
             outbox::lease_owner.eq(None::<String>),
             outbox::lease_until.eq(None::<NaiveDateTime>),
         ))
@@ -158,21 +157,13 @@ pub fn mark_dead(
         .map(|n| n == 1)
 }
 
-/// A dead row back to pending, with bodies rendered anew.
-pub fn requeue(
-    conn: &mut DbConnection,
-    id: &str,
-    body_text: &str,
-    body_html: &str,
-    now: NaiveDateTime,
-) -> QueryResult<bool> {
+/// A dead row back to pending (its bodies are rendered at delivery).
+pub fn requeue(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
     diesel::update(outbox::table.find(id).filter(outbox::status.eq(DEAD)))
         .set((
             outbox::status.eq(PENDING),
             outbox::attempts.eq(0),
             outbox::next_attempt_at.eq(now),
-            outbox::body_text.eq(body_text),
-            outbox::body_html.eq(body_html),
             outbox::updated_at.eq(now),
         ))
         .execute(conn)

@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::db::DbConnection;
 use crate::db::outbox::{self as rows, OutboxRow};
 use crate::error::ApiError;
+use crate::otp::totp::SecretBox;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailKind {
@@ -58,6 +59,8 @@ pub struct MailContext {
     pub application_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_minutes: Option<i64>,
+    /// A sign-in link; `{{.Code}}` in it stands for the code, which is put
+    /// in only when the mail is rendered (the context is kept in the clear).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     /// For security notices: totp_confirmed, totp_removed or recovery_codes.
@@ -71,7 +74,7 @@ pub struct OutgoingMail<'a> {
     pub language: &'a str,
     pub recipient: &'a str,
     pub context: MailContext,
-    /// The one-time code, rendered into the bodies and never stored apart.
+    /// The one-time code: stored sealed until the mail is delivered.
     pub code: Option<&'a str>,
 }
 
@@ -92,10 +95,15 @@ pub struct Mailer {
     /// The domain of Message-IDs.
     domain: String,
     wake: Arc<Notify>,
+    /// Seals the one-time codes queued mails carry.
+    code_box: SecretBox,
 }
 
+/// Where the code goes in a link template.
+pub const CODE_PLACEHOLDER: &str = "{{.Code}}";
+
 impl Mailer {
-    pub fn new(settings: &Settings) -> Result<Self, MailSetupError> {
+    pub fn new(settings: &Settings, code_box: SecretBox) -> Result<Self, MailSetupError> {
         let templates = Templates::load(settings.templates_dir.as_deref())?;
         let transport = match &settings.smtp_url {
             Some(url) => Transport::smtp(url),
@@ -113,49 +121,62 @@ impl Mailer {
             from,
             domain,
             wake: Arc::new(Notify::new()),
+            code_box,
         })
     }
 
-    fn render(
-        &self,
-        kind: MailKind,
-        language: &str,
+    /// The template variables: the context, with the code put in.
+    fn template_values(
         context: &MailContext,
         code: Option<&str>,
-    ) -> Result<Rendered, TemplateError> {
-        let mut values = serde_json::to_value(context).map_err(|e| TemplateError(e.to_string()))?;
+    ) -> Result<minijinja::Value, TemplateError> {
+        let mut context = context.clone();
+        if let (Some(code), Some(link)) = (code, context.link.as_mut()) {
+            *link = link.replace(CODE_PLACEHOLDER, code);
+        }
+        let mut values =
+            serde_json::to_value(&context).map_err(|e| TemplateError(e.to_string()))?;
         if let (Some(code), Some(object)) = (code, values.as_object_mut()) {
             object.insert("code".into(), code.into());
         }
-        self.templates.render(
-            kind,
-            language,
-            &minijinja::Value::from(minijinja::value::Serde(values)),
-        )
+        Ok(minijinja::Value::from(minijinja::value::Serde(values)))
     }
 
-    /// Renders `mail` and writes it as a pending outbox row, inside the
-    /// caller's transaction. Call [`Mailer::wake`] after the commit.
+    /// Writes `mail` as a pending outbox row, inside the caller's
+    /// transaction: its subject, its context and its code, sealed. The
+    /// bodies are rendered at delivery, off the write path. Call
+    /// [`Mailer::wake`] after the commit.
     pub fn enqueue(
         &self,
         conn: &mut DbConnection,
         mail: OutgoingMail<'_>,
         now: NaiveDateTime,
     ) -> Result<String, ApiError> {
-        let rendered = self
-            .render(mail.kind, mail.language, &mail.context, mail.code)
-            .map_err(|e| ApiError::internal(format!("mail template: {e}")))?;
+        let mail_template_error =
+            |e: TemplateError| ApiError::internal(format!("mail template: {e}"));
+        // The subject is rendered without the code: it is stored in the clear.
+        let subject = self
+            .templates
+            .subject(
+                mail.kind,
+                mail.language,
+                &Self::template_values(&mail.context, None).map_err(mail_template_error)?,
+            )
+            .map_err(mail_template_error)?;
         let id = Uuid::new_v4().to_string();
+        let sealed_code = match mail.code {
+            Some(code) => Some(self.seal_code(&id, code).map_err(ApiError::internal)?),
+            None => None,
+        };
         let row = OutboxRow {
             message_id: format!("<{id}@{}>", self.domain),
             id: id.clone(),
             kind: mail.kind.name().to_owned(),
             language: mail.language.to_owned(),
             recipient: mail.recipient.to_owned(),
-            subject: rendered.subject,
-            body_text: Some(rendered.text),
-            body_html: Some(rendered.html),
+            subject,
             context: serde_json::to_string(&mail.context).map_err(ApiError::internal)?,
+            sealed_code,
             status: rows::PENDING.to_owned(),
             attempts: 0,
             next_attempt_at: now,
@@ -170,9 +191,9 @@ impl Mailer {
         Ok(id)
     }
 
-    /// Renders a dead row's bodies again, for a retry. Mails that carried a
-    /// one-time code cannot be: the code was never kept.
-    pub fn render_again(&self, row: &OutboxRow) -> Result<Rendered, ApiError> {
+    /// Whether a dead row can be sent again: a mail that carried a one-time
+    /// code cannot, the code was erased when the row died.
+    pub fn check_retry(&self, row: &OutboxRow) -> Result<(), ApiError> {
         let kind = MailKind::from_name(&row.kind).ok_or_else(|| {
             ApiError::internal(format!("outbox row of unknown kind {}", row.kind))
         })?;
@@ -182,10 +203,40 @@ impl Mailer {
                  ask for a new code instead.",
             ));
         }
-        let context: MailContext =
-            serde_json::from_str(&row.context).map_err(ApiError::internal)?;
-        self.render(kind, &row.language, &context, None)
-            .map_err(|e| ApiError::internal(format!("mail template: {e}")))
+        Ok(())
+    }
+
+    /// nonce ‖ ciphertext, bound to the outbox row's id.
+    fn seal_code(&self, outbox_id: &str, code: &str) -> Result<Vec<u8>, String> {
+        let (mut sealed, ciphertext) = self.code_box.seal(outbox_id, code.as_bytes())?;
+        sealed.extend_from_slice(&ciphertext);
+        Ok(sealed)
+    }
+
+    fn open_code(&self, outbox_id: &str, sealed: &[u8]) -> Result<String, String> {
+        let (nonce, ciphertext) = sealed
+            .split_at_checked(12)
+            .ok_or_else(|| "the sealed code is too short".to_owned())?;
+        let code = self.code_box.open(outbox_id, nonce, ciphertext)?;
+        String::from_utf8(code).map_err(|_| "the sealed code is not text".to_owned())
+    }
+
+    /// Renders a row's bodies, with its code opened.
+    fn render_row(&self, row: &OutboxRow) -> Result<Rendered, String> {
+        let kind = MailKind::from_name(&row.kind)
+            .ok_or_else(|| format!("outbox row of unknown kind {}", row.kind))?;
+        let context: MailContext = serde_json::from_str(&row.context)
+            .map_err(|e| format!("the stored mail context does not parse: {e}"))?;
+        let code = match (&row.sealed_code, kind.carries_secret()) {
+            (Some(sealed), _) => Some(self.open_code(&row.id, sealed)?),
+            (None, true) => return Err("the mail's one-time code is no longer stored".to_owned()),
+            (None, false) => None,
+        };
+        let values = Self::template_values(&context, code.as_deref())
+            .map_err(|e| format!("mail template: {e}"))?;
+        self.templates
+            .render(kind, &row.language, &values)
+            .map_err(|e| format!("mail template: {e}"))
     }
 
     /// Tells the delivery worker that rows are waiting.
@@ -204,17 +255,15 @@ impl Mailer {
             .recipient
             .parse()
             .map_err(|e| format!("invalid recipient address: {e}"))?;
-        let (Some(text), Some(html)) = (&row.body_text, &row.body_html) else {
-            return Err("the mail's body is no longer stored".to_owned());
-        };
+        let rendered = self.render_row(row)?;
         Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(row.subject.clone())
             .message_id(Some(row.message_id.clone()))
             .multipart(MultiPart::alternative_plain_html(
-                text.clone(),
-                html.clone(),
+                rendered.text,
+                rendered.html,
             ))
             .map_err(|e| format!("cannot build the mail: {e}"))
     }

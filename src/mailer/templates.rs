@@ -99,37 +99,56 @@ impl Templates {
         Ok(Self { env })
     }
 
-    /// Renders the three parts in `language`, falling back to English.
+    /// Renders one part in `language`, falling back to English.
+    fn part(
+        &self,
+        kind: MailKind,
+        language: &str,
+        part: &str,
+        context: &Value,
+    ) -> Result<String, TemplateError> {
+        let language = if LANGUAGES.contains(&language) {
+            language
+        } else {
+            "en"
+        };
+        let localized = file_name(kind, language, part);
+        let template = self
+            .env
+            .get_template(&localized)
+            .or_else(|_| self.env.get_template(&file_name(kind, "en", part)))
+            .map_err(|e| TemplateError(format!("template {localized}: {e}")))?;
+        template
+            .render(context)
+            .map_err(|e| TemplateError(format!("rendering {localized}: {e}")))
+    }
+
+    /// The subject line alone (kept in the outbox row when a mail is queued).
+    pub fn subject(
+        &self,
+        kind: MailKind,
+        language: &str,
+        context: &Value,
+    ) -> Result<String, TemplateError> {
+        // A subject is one line, whatever the template's line ends are.
+        Ok(self
+            .part(kind, language, "subject.txt", context)?
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+
+    /// The three parts in `language`, falling back to English.
     pub fn render(
         &self,
         kind: MailKind,
         language: &str,
         context: &Value,
     ) -> Result<Rendered, TemplateError> {
-        let language = if LANGUAGES.contains(&language) {
-            language
-        } else {
-            "en"
-        };
-        let part = |part: &str| -> Result<String, TemplateError> {
-            let localized = file_name(kind, language, part);
-            let template = self
-                .env
-                .get_template(&localized)
-                .or_else(|_| self.env.get_template(&file_name(kind, "en", part)))
-                .map_err(|e| TemplateError(format!("template {localized}: {e}")))?;
-            template
-                .render(context)
-                .map_err(|e| TemplateError(format!("rendering {localized}: {e}")))
-        };
         Ok(Rendered {
-            // A subject is one line, whatever the template's line ends are.
-            subject: part("subject.txt")?
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
-            text: part("txt")?,
-            html: part("html")?,
+            subject: self.subject(kind, language, context)?,
+            text: self.part(kind, language, "txt", context)?,
+            html: self.part(kind, language, "html", context)?,
         })
     }
 }

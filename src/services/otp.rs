@@ -93,9 +93,10 @@ fn url_component(value: &str) -> String {
         .collect()
 }
 
-fn fill_link(template: &str, code: &str, user: &UserRow, session_id: &str) -> String {
+/// Fills in everything but the code, which the mailer puts in when it
+/// renders the mail (the link is stored in the clear until then).
+fn fill_link(template: &str, user: &UserRow, session_id: &str) -> String {
     template
-        .replace("{{.Code}}", code)
         .replace("{{.UserID}}", &user.id)
         .replace("{{.LoginName}}", &url_component(&user.login_name))
         .replace("{{.SessionID}}", session_id)
@@ -205,7 +206,7 @@ impl OtpEngine {
             };
             let link = link_template
                 .as_deref()
-                .map(|template| fill_link(template, &code, user, &session.id));
+                .map(|template| fill_link(template, user, &session.id));
             let mail = OutgoingMail {
                 kind: MailKind::LoginOtp,
                 language: &user.preferred_language,

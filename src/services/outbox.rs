@@ -80,12 +80,12 @@ pub async fn retry(core: &Core, raw_id: &str) -> Result<OutboxEntry, ApiError> {
             row.status
         )));
     }
-    let rendered = core.mailer.render_again(&row)?;
+    core.mailer.check_retry(&row)?;
     let now = core.now();
     let entry = core
         .db
         .write(move |conn| {
-            if !rows::requeue(conn, &id, &rendered.text, &rendered.html, now)? {
+            if !rows::requeue(conn, &id, now)? {
                 return Err(ApiError::conflict(
                     "The mail changed meanwhile; read it again.",
                 ));

@@ -137,8 +137,8 @@ async fn a_login_code_mail_arrives_with_text_and_html_parts() {
     assert_eq!(stored.status, "sent");
     assert_eq!(stored.attempts, 1);
     assert!(
-        stored.body_text.is_none() && stored.body_html.is_none(),
-        "bodies scrubbed after sending"
+        stored.sealed_code.is_none(),
+        "the sealed code is erased after sending"
     );
     assert!(
         !stored.context.contains("493817"),
@@ -187,7 +187,11 @@ async fn a_refused_mail_stays_pending_and_is_retried_with_backoff() {
         wait >= Duration::milliseconds(22_500) && wait <= Duration::milliseconds(37_500),
         "{wait}"
     );
-    assert!(failed.body_text.is_some(), "kept for the retry");
+    let sealed = failed.sealed_code.as_deref().expect("kept for the retry");
+    assert!(
+        !sealed.windows(6).any(|w| w == b"123456") && !failed.context.contains("123456"),
+        "the code is stored sealed, never in the clear"
+    );
 
     // Not due yet: nothing is sent even when the relay is back.
     app.smtp.refuse(false);
@@ -312,10 +316,7 @@ async fn a_mail_is_dead_after_the_attempt_limit_and_scrubbed() {
     let dead = wait_for_attempts(&app, &id, 2).await;
     assert_eq!(dead.status, "dead");
     assert!(dead.last_error.is_some());
-    assert!(
-        dead.body_text.is_none() && dead.body_html.is_none(),
-        "no code left in a dead row"
-    );
+    assert!(dead.sealed_code.is_none(), "no code left in a dead row");
 
     let listed = json(app.get("/admin/outbox?status=dead").await).await;
     assert_eq!(listed["meta"]["total"], 1);

@@ -197,6 +197,20 @@ async fn email_code_challenge_and_check_with_rotating_tokens() {
         "{}",
         mail.html()
     );
+    let stored = app
+        .core
+        .db
+        .run(|conn| {
+            Ok::<_, latchkey::error::ApiError>(latchkey::db::outbox::list(conn, None, 10, 0)?.0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(
+        stored[0].context.contains("code={{.Code}}") && !stored[0].context.contains(&code),
+        "the link is stored without its code: {}",
+        stored[0].context
+    );
 
     let wrong = if code == "000000" { "000001" } else { "000000" };
     let errors = assert_error(
