@@ -74,18 +74,20 @@ pub fn claim_due(
         DbConnection::Postgresql(pg) => candidates.for_update().skip_locked().load(pg)?,
         DbConnection::Sqlite(_) => candidates.load(conn)?,
     };
-    // Row by row: the locks taken above are held until the caller commits.
-    for id in &ids {
-        diesel::update(outbox::table.find(id))
-            .set((
-                outbox::lease_owner.eq(owner),
-                outbox::lease_until.eq(lease_until),
-            ))
-            .execute(conn)?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
+    // By primary key: the locks taken above are held until the caller
+    // commits. (Selecting by lease_owner had no index: a scan of every
+    // row ever queued, on each pass.)
+    diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+        .set((
+            outbox::lease_owner.eq(owner),
+            outbox::lease_until.eq(lease_until),
+        ))
+        .execute(conn)?;
     outbox::table
-        .filter(outbox::lease_owner.eq(owner))
-        .filter(outbox::status.eq(PENDING))
+        .filter(outbox::id.eq_any(&ids))
         .order(outbox::next_attempt_at.asc())
         .load(conn)
 }
