@@ -14,7 +14,6 @@ use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use self::templates::{Rendered, TemplateError, Templates};
 use self::transport::Transport;
@@ -163,7 +162,7 @@ impl Mailer {
                 &Self::template_values(&mail.context, None).map_err(mail_template_error)?,
             )
             .map_err(mail_template_error)?;
-        let id = Uuid::new_v4().to_string();
+        let id = crate::db::new_row_id();
         let sealed_code = match mail.code {
             Some(code) => Some(self.seal_code(&id, code).map_err(ApiError::internal)?),
             None => None,

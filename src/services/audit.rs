@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
-use uuid::Uuid;
 
 use super::{Core, Page, Paged, to_utc};
 use crate::db::DbConnection;
@@ -102,7 +101,7 @@ pub fn record(
     rows::insert(
         conn,
         &AuditRow {
-            id: Uuid::new_v4().to_string(),
+            id: crate::db::new_row_id(),
             occurred_at: now,
             kind: kind.as_str().to_owned(),
             outcome: kind.outcome().to_owned(),

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use serde::Serialize;
-use uuid::Uuid;
 
 use super::audit::{self, AuditKind, ClientInfo};
 use super::credentials::{self, Secret};
@@ -151,7 +150,7 @@ impl OtpEngine {
         now: NaiveDateTime,
     ) -> Result<(String, NaiveDateTime), ApiError> {
         let code = generate_code(self.settings.otp_length);
-        let id = Uuid::new_v4().to_string();
+        let id = crate::db::new_row_id();
         let expires_at = now + Duration::seconds(self.settings.otp_ttl_secs);
         let row = ChallengeRow {
             code_hmac: self.key.digest(&id, &code),
