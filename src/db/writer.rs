@@ -102,6 +102,7 @@ fn write_loop(manager: ConnectionManager, queue: Receiver<Job>) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        metrics::histogram!("latchkey_sqlite_write_group_size").record(group.len() as f64);
         let conn = match connection.as_mut() {
             Some(conn) => conn,
             None => match manager.connect() {
