@@ -20,6 +20,8 @@ pub struct Row {
     pub peak_rss_mib: f64,
     pub ratio_to_ceiling: f64,
     pub unit: &'static str,
+    /// Mails queued but not yet delivered when the scenario ended.
+    pub mail_backlog: Option<u64>,
 }
 
 impl Row {
@@ -46,6 +48,7 @@ impl Row {
                 0.0
             },
             unit,
+            mail_backlog: None,
         }
     }
 
@@ -56,6 +59,7 @@ impl Row {
             "max_ms": round(self.max_ms, 3), "errors": self.errors,
             "server_cpu_s_per_1000": round(self.cpu_s_per_1000, 4), "server_peak_rss_mib": round(self.peak_rss_mib, 1),
             "ratio_to_ceiling": round(self.ratio_to_ceiling, 3),
+            "mails_queued_at_end": self.mail_backlog,
         })
     }
 }
@@ -67,11 +71,11 @@ pub fn round(value: f64, places: i32) -> f64 {
 
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | per second | vs ceiling | p50 ms | p95 ms | p99 ms | max ms | errors | server CPU s / 1000 | server peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | per second | vs ceiling | p50 ms | p95 ms | p99 ms | max ms | errors | server CPU s / 1000 | server peak RSS MiB | mails queued at end |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {:.0} {} | {:.0} % | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {:.0} |\n",
+            "| {} | {:.0} {} | {:.0} % | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {:.0} | {} |\n",
             r.name,
             r.per_second,
             r.unit,
@@ -82,7 +86,8 @@ pub fn table(rows: &[Row]) -> String {
             r.max_ms,
             r.errors,
             r.cpu_s_per_1000,
-            r.peak_rss_mib
+            r.peak_rss_mib,
+            r.mail_backlog.map_or("–".to_owned(), |n| n.to_string())
         ));
     }
     out
