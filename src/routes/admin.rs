@@ -14,45 +14,49 @@ use crate::services::sessions::Caller;
 use crate::services::users::{self, EntityRef, NewUser, UserPatch};
 use crate::services::{Core, audit, outbox, rules};
 
+/// Under one scope: the router compares the static `/admin` prefix once
+/// instead of trying each admin pattern (a regex each) on every request.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/admin/entities")
-            .route(web::post().to(create_entity))
-            .route(web::get().to(list_entities)),
-    )
-    .service(
-        web::resource("/admin/entities/{id}")
-            .route(web::get().to(get_entity))
-            .route(web::patch().to(update_entity))
-            .route(web::delete().to(delete_entity)),
-    )
-    .service(
-        web::resource("/admin/entities/{id}/applications")
-            .route(web::post().to(create_application))
-            .route(web::get().to(list_applications)),
-    )
-    .service(
-        web::resource("/admin/applications/{id}")
-            .route(web::get().to(get_application))
-            .route(web::patch().to(update_application))
-            .route(web::delete().to(delete_application)),
-    )
-    .service(
-        web::resource("/admin/users")
-            .route(web::post().to(create_user))
-            .route(web::get().to(list_users)),
-    )
-    .service(
-        web::resource("/admin/users/{id}")
-            .route(web::get().to(get_user))
-            .route(web::patch().to(update_user))
-            .route(web::delete().to(delete_user)),
-    )
-    .service(web::resource("/admin/users/{id}/password").route(web::put().to(set_user_password)))
-    .service(web::resource("/admin/users/{id}/totp").route(web::delete().to(remove_user_totp)))
-    .service(web::resource("/admin/audit").route(web::get().to(list_audit)))
-    .service(web::resource("/admin/outbox").route(web::get().to(list_outbox)))
-    .service(web::resource("/admin/outbox/{id}/retry").route(web::post().to(retry_outbox)));
+    let admin = web::scope("/admin")
+        .service(
+            web::resource("/entities")
+                .route(web::post().to(create_entity))
+                .route(web::get().to(list_entities)),
+        )
+        .service(
+            web::resource("/entities/{id}")
+                .route(web::get().to(get_entity))
+                .route(web::patch().to(update_entity))
+                .route(web::delete().to(delete_entity)),
+        )
+        .service(
+            web::resource("/entities/{id}/applications")
+                .route(web::post().to(create_application))
+                .route(web::get().to(list_applications)),
+        )
+        .service(
+            web::resource("/applications/{id}")
+                .route(web::get().to(get_application))
+                .route(web::patch().to(update_application))
+                .route(web::delete().to(delete_application)),
+        )
+        .service(
+            web::resource("/users")
+                .route(web::post().to(create_user))
+                .route(web::get().to(list_users)),
+        )
+        .service(
+            web::resource("/users/{id}")
+                .route(web::get().to(get_user))
+                .route(web::patch().to(update_user))
+                .route(web::delete().to(delete_user)),
+        )
+        .service(web::resource("/users/{id}/password").route(web::put().to(set_user_password)))
+        .service(web::resource("/users/{id}/totp").route(web::delete().to(remove_user_totp)))
+        .service(web::resource("/audit").route(web::get().to(list_audit)))
+        .service(web::resource("/outbox").route(web::get().to(list_outbox)))
+        .service(web::resource("/outbox/{id}/retry").route(web::post().to(retry_outbox)));
+    cfg.service(admin);
 }
 
 type Handler = Result<HttpResponse, ApiError>;

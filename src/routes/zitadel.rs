@@ -18,14 +18,17 @@ use crate::services::session_checks::{
 use crate::services::{Core, rules, to_utc};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v2/sessions").route(web::post().to(create_session)))
-        .service(web::resource("/v2/sessions/search").route(web::post().to(search_sessions)))
-        .service(
-            web::resource("/v2/sessions/{sessionId}")
-                .route(web::get().to(get_session))
-                .route(web::patch().to(set_session))
-                .route(web::delete().to(delete_session)),
-        );
+    cfg.service(
+        web::scope("/v2/sessions")
+            .service(web::resource("").route(web::post().to(create_session)))
+            .service(web::resource("/search").route(web::post().to(search_sessions)))
+            .service(
+                web::resource("/{sessionId}")
+                    .route(web::get().to(get_session))
+                    .route(web::patch().to(set_session))
+                    .route(web::delete().to(delete_session)),
+            ),
+    );
 }
 
 type Handler = Result<HttpResponse, ApiError>;

@@ -40,6 +40,21 @@ async fn bodies_that_are_not_json_objects_are_bad_requests() {
 async fn unknown_routes_and_methods() {
     let app = spawn_app().await;
     assert_error(app.get("/no/such/route").await, 404, "not-found").await;
+    // Inside the /admin and /v2/sessions scopes too.
+    for path in ["/admin/no-such-thing", "/v2/sessions/a/b"] {
+        assert_error(
+            app.admin(Method::GET, path).send().await.unwrap(),
+            404,
+            "not-found",
+        )
+        .await;
+    }
+    assert_error(
+        app.admin(Method::PUT, "/v2/sessions").send().await.unwrap(),
+        405,
+        "method-not-allowed",
+    )
+    .await;
     assert_error(
         app.admin(Method::PUT, "/admin/entities")
             .send()
