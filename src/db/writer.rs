@@ -197,7 +197,7 @@ fn commit_group(conn: &mut DbConnection, group: Vec<Job>) -> GroupOutcome {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use diesel::sql_types::{BigInt, Text};
     use diesel::{QueryableByName, RunQueryDsl, sql_query};
@@ -265,5 +265,52 @@ mod tests {
         let kept = count("SELECT count(*) AS n FROM marks WHERE name LIKE 'kept-%'").await;
         let lost = count("SELECT count(*) AS n FROM marks WHERE name LIKE 'lost-%'").await;
         assert_eq!((kept.unwrap(), lost.unwrap()), (133, 0));
+    }
+
+    /// A write that panics costs its own group a rollback (every job in it
+    /// is told so), and the writer goes on with the next group.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_write_does_not_stop_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("writer.db").display().to_string();
+        let db = Db::connect(Backend::Sqlite, &url, 2).unwrap();
+        db.write(|conn| {
+            sql_query("CREATE TABLE marks (name TEXT NOT NULL UNIQUE)").execute(conn)?;
+            Ok::<_, ApiError>(())
+        })
+        .await
+        .unwrap();
+
+        let panicked = db
+            .write(|conn| -> Result<(), ApiError> {
+                insert(conn, "before-the-panic")?;
+                panic!("a bug in a write");
+            })
+            .await;
+        let err = panicked.expect_err("a panicking write fails");
+        let status = actix_web::ResponseError::status_code(&err);
+        assert_eq!(status.as_u16(), 503, "{err:?}");
+
+        db.write(|conn| Ok::<_, ApiError>(insert(conn, "after")?))
+            .await
+            .unwrap();
+        let names = db
+            .run(|conn| {
+                #[derive(QueryableByName)]
+                struct Name {
+                    #[diesel(sql_type = Text)]
+                    name: String,
+                }
+                Ok::<_, ApiError>(
+                    sql_query("SELECT name FROM marks ORDER BY name")
+                        .load::<Name>(conn)?
+                        .into_iter()
+                        .map(|n| n.name)
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(names, ["after"]);
     }
 }
