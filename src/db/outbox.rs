@@ -92,27 +92,34 @@ pub fn claim_due(
         .load(conn)
 }
 
-/// Marks a leased row sent and erases its sealed code. Returns false when the
-/// lease was lost (another worker took the row after it expired).
+/// Marks leased rows sent and erases their sealed codes, in one statement.
+/// Returns how many changed: a row whose lease was lost (another worker
+/// took it after it expired) is left alone.
 pub fn mark_sent(
     conn: &mut DbConnection,
-    id: &str,
+    ids: &[String],
     owner: &str,
     now: NaiveDateTime,
-) -> QueryResult<bool> {
-    diesel::update(outbox::table.find(id).filter(outbox::lease_owner.eq(owner)))
-        .set((
-            outbox::status.eq(SENT),
-            outbox::sent_at.eq(now),
-            outbox::updated_at.eq(now),
-            outbox::attempts.eq(outbox::attempts + 1),
-            outbox::sealed_code.eq(None::<Vec<u8>>),
-            outbox::lease_owner.eq(None::<String>),
-            outbox::lease_until.eq(None::<NaiveDateTime>),
-            outbox::last_error.eq(None::<String>),
-        ))
-        .execute(conn)
-        .map(|n| n == 1)
+) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(
+        outbox::table
+            .filter(outbox::id.eq_any(ids))
+            .filter(outbox::lease_owner.eq(owner)),
+    )
+    .set((
+        outbox::status.eq(SENT),
+        outbox::sent_at.eq(now),
+        outbox::updated_at.eq(now),
+        outbox::attempts.eq(outbox::attempts + 1),
+        outbox::sealed_code.eq(None::<Vec<u8>>),
+        outbox::lease_owner.eq(None::<String>),
+        outbox::lease_until.eq(None::<NaiveDateTime>),
+        outbox::last_error.eq(None::<String>),
+    ))
+    .execute(conn)
 }
 
 /// Records a failed attempt; the row is due again at `next_attempt_at`.

@@ -71,11 +71,19 @@ pub async fn deliver_due(core: &Core) -> Result<usize, ApiError> {
     let recorded = core
         .db
         .write(move |conn| {
-            let mut lost = Vec::new();
+            // The usual outcome in one statement; failures row by row.
+            let sent: Vec<String> = outcomes
+                .iter()
+                .filter(|outcome| outcome.failure.is_none())
+                .map(|outcome| outcome.row.id.clone())
+                .collect();
+            let mut lost = sent
+                .len()
+                .saturating_sub(rows::mark_sent(conn, &sent, &owner, now)?);
             for outcome in &outcomes {
                 let (id, attempt) = (&outcome.row.id, outcome.row.attempts + 1);
                 let kept = match &outcome.failure {
-                    None => rows::mark_sent(conn, id, &owner, now)?,
+                    None => true,
                     Some(dead) if dead.dead => {
                         rows::mark_dead(conn, id, &owner, &dead.message, now)?
                     }
@@ -84,18 +92,18 @@ pub async fn deliver_due(core: &Core) -> Result<usize, ApiError> {
                         rows::mark_retry(conn, id, &owner, &failure.message, next, now)?
                     }
                 };
-                if !kept {
-                    lost.push(id.clone());
-                }
+                lost += usize::from(!kept);
             }
             Ok::<_, ApiError>(lost)
         })
         .await;
     match recorded {
+        Ok(0) => {}
         Ok(lost) => {
-            for id in lost {
-                tracing::warn!(outbox_id = %id, "lease lost before the outcome was recorded");
-            }
+            tracing::warn!(
+                rows = lost,
+                "leases lost before the delivery outcomes were recorded"
+            )
         }
         // The rows stay leased; after the lease they are sent once more.
         Err(err) => tracing::warn!(error = %err, "recording delivery outcomes failed"),
