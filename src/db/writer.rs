@@ -116,16 +116,16 @@ fn write_loop(manager: ConnectionManager, queue: Receiver<Job>) {
                 }
             },
         };
-        if let GroupOutcome::ConnectionBroken = commit_group(conn, group) {
+        if let ConnectionState::Broken = commit_group(conn, group) {
             connection = None;
         }
     }
 }
 
-enum GroupOutcome {
-    Committed,
-    RolledBack,
-    ConnectionBroken,
+/// What a group leaves the writer's connection fit for.
+enum ConnectionState {
+    Usable,
+    Broken,
 }
 
 fn sqlite(conn: &mut DbConnection) -> Option<&mut SqliteConnection> {
@@ -141,15 +141,15 @@ fn settle_all(settles: Vec<Settle>, failure: Option<&str>) {
     }
 }
 
-fn commit_group(conn: &mut DbConnection, group: Vec<Job>) -> GroupOutcome {
+fn commit_group(conn: &mut DbConnection, group: Vec<Job>) -> ConnectionState {
     type Manager = <DbConnection as Connection>::TransactionManager;
     let Some(sqlite) = sqlite(conn) else {
-        return GroupOutcome::ConnectionBroken;
+        return ConnectionState::Broken;
     };
     if let Err(err) = AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE") {
         tracing::error!(error = %err, "the SQLite writer cannot begin a transaction");
         drop(group);
-        return GroupOutcome::ConnectionBroken;
+        return ConnectionState::Broken;
     }
     let mut settles = Vec::with_capacity(group.len());
     let mut broken: Option<String> = None;
@@ -174,12 +174,12 @@ fn commit_group(conn: &mut DbConnection, group: Vec<Job>) -> GroupOutcome {
         let _ = Manager::rollback_transaction(conn);
         tracing::error!(reason = %reason, "a group of writes was rolled back");
         settle_all(settles, Some(&reason));
-        return GroupOutcome::ConnectionBroken;
+        return ConnectionState::Broken;
     }
     match Manager::commit_transaction(conn) {
         Ok(()) => {
             settle_all(settles, None);
-            GroupOutcome::Committed
+            ConnectionState::Usable
         }
         Err(err) => {
             let reason = err.to_string();
@@ -187,9 +187,9 @@ fn commit_group(conn: &mut DbConnection, group: Vec<Job>) -> GroupOutcome {
             let rolled_back = Manager::rollback_transaction(conn).is_ok();
             settle_all(settles, Some(&reason));
             if rolled_back {
-                GroupOutcome::RolledBack
+                ConnectionState::Usable
             } else {
-                GroupOutcome::ConnectionBroken
+                ConnectionState::Broken
             }
         }
     }
