@@ -17,7 +17,7 @@ use crate::db::server_secrets;
 use crate::db::{Db, DbSetupError};
 use crate::mailer::{Mailer, outbox};
 use crate::otp::OtpKey;
-use crate::otp::totp::SecretBox;
+use crate::otp::sealed::SecretBox;
 use crate::passwords::PasswordHasher;
 use crate::routes;
 use crate::services::Core;

@@ -21,7 +21,7 @@ use crate::config::Settings;
 use crate::db::DbConnection;
 use crate::db::outbox::{self as rows, OutboxRow};
 use crate::error::ApiError;
-use crate::otp::totp::SecretBox;
+use crate::otp::sealed::SecretBox;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailKind {
@@ -216,7 +216,10 @@ impl Mailer {
         let (nonce, ciphertext) = sealed
             .split_at_checked(12)
             .ok_or_else(|| "the sealed code is too short".to_owned())?;
-        let code = self.code_box.open(outbox_id, nonce, ciphertext)?;
+        let code = self
+            .code_box
+            .open(outbox_id, nonce, ciphertext)
+            .map_err(|e| format!("the mail's one-time code: {e}"))?;
         String::from_utf8(code).map_err(|_| "the sealed code is not text".to_owned())
     }
 

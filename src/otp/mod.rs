@@ -3,6 +3,7 @@
 //! stored value is useless for any other challenge), compared in constant
 //! time.
 
+pub mod sealed;
 pub mod totp;
 
 use hmac::{Hmac, Mac};

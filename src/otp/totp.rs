@@ -1,59 +1,12 @@
 //! TOTP (RFC 6238) for authenticator apps, over totp-rs with the time passed
 //! in: SHA1, 6 digits, 30 s steps (what every authenticator app supports).
-//! Secrets are sealed with ChaCha20-Poly1305 under a key derived from the
-//! server secret, bound to the user id.
+//! Secrets are stored sealed ([`super::sealed::SecretBox`]), bound to the
+//! user id.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use totp_rs::{Algorithm, Builder, Totp};
 
 pub const PERIOD: u64 = 30;
 pub const DIGITS: u8 = 6;
-
-/// Seals and opens TOTP secrets.
-#[derive(Clone)]
-pub struct SecretBox {
-    cipher: ChaCha20Poly1305,
-}
-
-impl SecretBox {
-    pub fn new(key: [u8; 32]) -> Self {
-        Self {
-            cipher: ChaCha20Poly1305::new(&key.into()),
-        }
-    }
-
-    /// Returns (nonce, ciphertext).
-    pub fn seal(&self, user_id: &str, secret: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
-        let nonce: [u8; 12] = rand::random();
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: secret,
-                    aad: user_id.as_bytes(),
-                },
-            )
-            .map_err(|_| "sealing the TOTP secret failed".to_owned())?;
-        Ok((nonce.to_vec(), ciphertext))
-    }
-
-    pub fn open(&self, user_id: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, String> {
-        let nonce: [u8; 12] = nonce
-            .try_into()
-            .map_err(|_| "stored TOTP nonce has the wrong length".to_owned())?;
-        self.cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: user_id.as_bytes(),
-                },
-            )
-            .map_err(|_| "the TOTP secret does not open with this server's secret".to_owned())
-    }
-}
 
 /// 160 random bits, the size RFC 4226 recommends for SHA1.
 pub fn generate_secret() -> Vec<u8> {
@@ -104,23 +57,6 @@ pub fn base32(secret: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sealed_secrets_open_only_for_their_user_and_key() {
-        let sealer = SecretBox::new([7; 32]);
-        let (nonce, sealed) = sealer.seal("user-1", b"secret bytes").unwrap();
-        assert_eq!(
-            sealer.open("user-1", &nonce, &sealed).unwrap(),
-            b"secret bytes"
-        );
-        assert!(sealer.open("user-2", &nonce, &sealed).is_err());
-        assert!(
-            SecretBox::new([8; 32])
-                .open("user-1", &nonce, &sealed)
-                .is_err()
-        );
-        assert!(!sealed.windows(6).any(|w| w == b"secret"));
-    }
 
     #[test]
     fn base32_matches_rfc4648() {

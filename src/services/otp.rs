@@ -19,7 +19,7 @@ use crate::db::users::{self, UserRow};
 use crate::db::{DbConnection, applications};
 use crate::error::{ApiError, ErrorCode};
 use crate::mailer::{MailContext, MailKind, Mailer, OutgoingMail};
-use crate::otp::totp::SecretBox;
+use crate::otp::sealed::SecretBox;
 use crate::otp::{OtpKey, generate_code, is_well_formed};
 
 /// The kinds of one-time code VerifyOTP knows.

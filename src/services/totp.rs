@@ -138,7 +138,7 @@ pub async fn enroll(
             let (nonce, ciphertext) = engine
                 .secret_box
                 .seal(&user_id, &sealed_secret)
-                .map_err(ApiError::internal)?;
+                .map_err(|e| ApiError::internal(format!("TOTP secret: {e}")))?;
             let row = TotpDeviceRow {
                 user_id: user_id.clone(),
                 secret_nonce: nonce,
@@ -201,7 +201,7 @@ fn matching_step(
             &device.secret_nonce,
             &device.secret_ciphertext,
         )
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::internal(format!("TOTP secret: {e}")))?;
     let generator = totp::build(
         &secret,
         &engine.settings.totp_issuer,
