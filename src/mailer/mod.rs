@@ -39,8 +39,13 @@ impl MailKind {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| k.name() == name)
+    /// The kind an outbox row names.
+    fn of_row(row: &OutboxRow) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.name() == row.kind)
+            .ok_or_else(|| format!("outbox row of unknown kind {}", row.kind))
     }
 
     /// Whether the mail holds a secret that is not kept after sending, so
@@ -193,10 +198,10 @@ impl Mailer {
     /// Whether a dead row can be sent again: a mail that carried a one-time
     /// code cannot, the code was erased when the row died.
     pub fn check_retry(&self, row: &OutboxRow) -> Result<(), ApiError> {
-        let kind = MailKind::from_name(&row.kind).ok_or_else(|| {
-            ApiError::internal(format!("outbox row of unknown kind {}", row.kind))
-        })?;
-        if kind.carries_secret() {
+        if MailKind::of_row(row)
+            .map_err(ApiError::internal)?
+            .carries_secret()
+        {
             return Err(ApiError::conflict(
                 "This mail carried a one-time code, which is not kept after delivery fails for good; \
                  ask for a new code instead.",
@@ -225,8 +230,7 @@ impl Mailer {
 
     /// Renders a row's bodies, with its code opened.
     fn render_row(&self, row: &OutboxRow) -> Result<Rendered, String> {
-        let kind = MailKind::from_name(&row.kind)
-            .ok_or_else(|| format!("outbox row of unknown kind {}", row.kind))?;
+        let kind = MailKind::of_row(row)?;
         let context: MailContext = serde_json::from_str(&row.context)
             .map_err(|e| format!("the stored mail context does not parse: {e}"))?;
         let code = match (&row.sealed_code, kind.carries_secret()) {
