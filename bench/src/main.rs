@@ -297,10 +297,6 @@ async fn run_once(
             eprintln!("  argon2-raw (first half) …");
             argon2_raw_rates.push(argon2_raw(&settings, raw_half));
         }
-        if outcomes.last().is_some_and(|(o, _, _)| o.name == "login") {
-            eprintln!("  argon2-raw (second half) …");
-            argon2_raw_rates.push(argon2_raw(&settings, raw_half));
-        }
         let (c, b, s, t) = (
             client.clone(),
             base.clone(),
@@ -402,9 +398,10 @@ async fn run_once(
             None
         };
         outcomes.push((outcome, unit, backlog));
-    }
-    if argon2_raw_rates.len() == 1 {
-        argon2_raw_rates.push(argon2_raw(&settings, raw_half));
+        if name == "login" {
+            eprintln!("  argon2-raw (second half) …");
+            argon2_raw_rates.push(argon2_raw(&settings, raw_half));
+        }
     }
     drop(server);
     let ceilings: Vec<f64> = outcomes
@@ -412,11 +409,7 @@ async fn run_once(
         .filter(|(o, _, _)| o.name.starts_with("ceiling"))
         .map(|(o, _, _)| o.per_second())
         .collect();
-    let ceiling = if ceilings.is_empty() {
-        0.0
-    } else {
-        ceilings.iter().sum::<f64>() / ceilings.len() as f64
-    };
+    let ceiling = mean(&ceilings).unwrap_or(0.0);
     let rows = outcomes
         .iter()
         .map(|(o, unit, backlog)| Row {
@@ -426,9 +419,14 @@ async fn run_once(
         .collect();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&sink);
-    let argon2_raw = (!argon2_raw_rates.is_empty())
-        .then(|| argon2_raw_rates.iter().sum::<f64>() / argon2_raw_rates.len() as f64);
-    Ok(Run { rows, argon2_raw })
+    Ok(Run {
+        rows,
+        argon2_raw: mean(&argon2_raw_rates),
+    })
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 /// The outbox's pending rows, from the server's /metrics.
