@@ -136,6 +136,19 @@ pub async fn confirm(app: &TestApp, login: &Login, code: &str) -> reqwest::Respo
         .unwrap()
 }
 
+/// Enrols an authenticator and confirms it with the current code; returns
+/// its secret.
+pub async fn enrolled(app: &TestApp, login: &Login) -> Vec<u8> {
+    let secret = base32_decode(enroll(app, login).await["secret"].as_str().unwrap());
+    assert_eq!(
+        confirm(app, login, &totp_sha1(&secret, now(app), 6))
+            .await
+            .status(),
+        204
+    );
+    secret
+}
+
 async fn verify(app: &TestApp, login: &Login, body: Value) -> reqwest::Response {
     app.with_token(Method::POST, "/user/otp/verify", &login.token)
         .json(&body)
@@ -357,13 +370,7 @@ async fn removing_the_authenticator_mails_a_notice() {
     let app = spawn_app().await;
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let login = verified_login(&app, &user).await;
-    let secret = base32_decode(enroll(&app, &login).await["secret"].as_str().unwrap());
-    assert_eq!(
-        confirm(&app, &login, &totp_sha1(&secret, now(&app), 6))
-            .await
-            .status(),
-        204
-    );
+    enrolled(&app, &login).await;
     let before = app.smtp.wait_for(2).await.len();
 
     assert_eq!(
@@ -417,13 +424,7 @@ async fn a_locked_user_cannot_pass_with_the_authenticator() {
     let app = spawn_app().await;
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let login = verified_login(&app, &user).await;
-    let secret = base32_decode(enroll(&app, &login).await["secret"].as_str().unwrap());
-    assert_eq!(
-        confirm(&app, &login, &totp_sha1(&secret, now(&app), 6))
-            .await
-            .status(),
-        204
-    );
+    let secret = enrolled(&app, &login).await;
     let wrong = json!({"loginName": user.login_name, "password": "not the password"});
     for _ in 0..10 {
         assert_error(app.login_response(&wrong).await, 401, "invalid-credentials").await;

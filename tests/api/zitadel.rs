@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, assert_error, json, pointers, spawn_app};
-use crate::totp::{base32_decode, confirm, enroll, totp_sha1, verified_login};
+use crate::totp::{enrolled, totp_sha1, verified_login};
 
 async fn create(app: &TestApp, token: Option<&str>, body: Value) -> reqwest::Response {
     let mut request = app.client.post(app.url("/v2/sessions")).json(&body);
@@ -505,14 +505,7 @@ async fn authenticator_and_recovery_code_checks() {
     let app = spawn_app().await;
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let login = verified_login(&app, &user).await;
-    let secret = base32_decode(enroll(&app, &login).await["secret"].as_str().unwrap());
-    let now = app.clock.now().timestamp();
-    assert_eq!(
-        confirm(&app, &login, &totp_sha1(&secret, now, 6))
-            .await
-            .status(),
-        204
-    );
+    let secret = enrolled(&app, &login).await;
     let codes: Vec<String> = json(
         app.with_token(Method::POST, "/user/recovery-codes", &login.token)
             .send()
