@@ -57,18 +57,10 @@ pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>
     sessions::table.find(id).get_result(conn).optional()
 }
 
-/// Reads the session and, on PostgreSQL, locks its row until the
-/// transaction ends, so concurrent changes to one session run one after the
-/// other (SQLite's write transaction already does that).
+/// Reads the session and, on PostgreSQL, locks its row (concurrent changes
+/// to one session run one after the other).
 pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>> {
-    match conn {
-        DbConnection::Postgresql(pg) => sessions::table
-            .find(id)
-            .for_update()
-            .get_result(pg)
-            .optional(),
-        DbConnection::Sqlite(_) => find(conn, id),
-    }
+    find_for_update!(conn, sessions::table, id)
 }
 
 /// Applies `changes`, bumps the sequence and stamps `updated_at`.

@@ -28,14 +28,7 @@ pub fn find_for_update(
     conn: &mut DbConnection,
     user_id: &str,
 ) -> QueryResult<Option<TotpDeviceRow>> {
-    match conn {
-        DbConnection::Postgresql(pg) => totp_devices::table
-            .find(user_id)
-            .for_update()
-            .get_result(pg)
-            .optional(),
-        DbConnection::Sqlite(_) => find(conn, user_id),
-    }
+    find_for_update!(conn, totp_devices::table, user_id)
 }
 
 /// Replaces the user's device (an unconfirmed enrolment starts over).

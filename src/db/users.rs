@@ -134,10 +134,5 @@ pub fn set_pin_hash(
 /// Reads the user and, on PostgreSQL, locks the row until the transaction
 /// ends (failure counting must not lose concurrent failures).
 pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<UserRow>> {
-    match conn {
-        DbConnection::Postgresql(pg) => {
-            users::table.find(id).for_update().get_result(pg).optional()
-        }
-        DbConnection::Sqlite(_) => find(conn, id),
-    }
+    find_for_update!(conn, users::table, id)
 }
