@@ -40,6 +40,10 @@ pub enum ErrorCode {
     UserLocked,
     RateLimited,
     WeakPin,
+    /// A pending session asked for something that needs a verified one.
+    SessionNotVerified,
+    /// A session token asked for a lifetime beyond the configured maximum.
+    LifetimeTooLong,
 }
 
 impl ErrorCode {
@@ -68,6 +72,8 @@ impl ErrorCode {
             Self::UserLocked => "user-locked",
             Self::RateLimited => "rate-limited",
             Self::WeakPin => "weak-pin",
+            Self::SessionNotVerified => "session-not-verified",
+            Self::LifetimeTooLong => "lifetime-too-long",
         }
     }
 
@@ -95,6 +101,8 @@ impl ErrorCode {
             | Self::UserLocked
             | Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::WeakPin => StatusCode::NOT_ACCEPTABLE,
+            Self::SessionNotVerified => StatusCode::FORBIDDEN,
+            Self::LifetimeTooLong => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -124,6 +132,8 @@ impl ErrorCode {
             Self::UserLocked => "The user is locked",
             Self::RateLimited => "Too many requests",
             Self::WeakPin => "The PIN is too easy to guess",
+            Self::SessionNotVerified => "The session is not verified yet",
+            Self::LifetimeTooLong => "The lifetime is too long",
         }
     }
 

@@ -20,10 +20,9 @@ use crate::otp::OtpKey;
 use crate::otp::sealed::SecretBox;
 use crate::passwords::PasswordHasher;
 use crate::routes;
-use crate::services::Core;
 use crate::services::cpu_pool::CpuPool;
-use crate::services::otp::OtpEngine;
 use crate::services::rate_limit::RateLimiter;
+use crate::services::{Core, Rules};
 use crate::telemetry;
 use crate::tokens::{self, TokenService};
 
@@ -106,7 +105,7 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
         .await
         .map_err(|e| StartupError::Keys(e.to_string()))?;
     let mailer = Arc::new(mailer);
-    let otp = Arc::new(OtpEngine {
+    let rules = Arc::new(Rules {
         settings: settings.auth.clone(),
         secret_box: SecretBox::new(otp_key.derive("totp secret encryption v1")),
         key: otp_key,
@@ -119,7 +118,7 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
         hasher,
         tokens,
         mailer,
-        otp,
+        rules,
         rate_limiter,
         dummy_hash,
         cpu_pool,

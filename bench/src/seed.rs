@@ -89,6 +89,8 @@ pub async fn seed(
             failed_logins: 0,
             failed_logins_since: None,
             locked_until: None,
+            failed_second_factors: 0,
+            failed_second_factors_since: None,
             created_at: now,
             updated_at: now,
         })

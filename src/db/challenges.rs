@@ -53,18 +53,23 @@ pub fn replace(conn: &mut DbConnection, row: &ChallengeRow) -> QueryResult<()> {
         .map(drop)
 }
 
-/// Counts one wrong try; burns the challenge when it reaches the limit.
-pub fn record_failure(
-    conn: &mut DbConnection,
-    id: &str,
-    burn_at: Option<NaiveDateTime>,
-) -> QueryResult<usize> {
-    diesel::update(otp_challenges::table.find(id))
-        .set((
-            otp_challenges::attempts.eq(otp_challenges::attempts + 1),
-            otp_challenges::burned_at.eq(burn_at),
-        ))
+/// Counts one wrong try on a live challenge and burns it when the count
+/// reaches its limit. Both are conditional updates on the row as it is in
+/// the database, not on a copy read earlier: a slower request cannot write
+/// an older count over a newer one, nor un-burn a burned code. Returns
+/// whether this try burned the code.
+pub fn record_failure(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
+    let live = otp_challenges::table
+        .find(id)
+        .filter(otp_challenges::consumed_at.is_null())
+        .filter(otp_challenges::burned_at.is_null());
+    diesel::update(live)
+        .set(otp_challenges::attempts.eq(otp_challenges::attempts + 1))
+        .execute(conn)?;
+    diesel::update(live.filter(otp_challenges::attempts.ge(otp_challenges::max_attempts)))
+        .set(otp_challenges::burned_at.eq(now))
         .execute(conn)
+        .map(|n| n == 1)
 }
 
 /// Marks the code used; only a live row changes, so a code works once even

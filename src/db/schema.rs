@@ -39,6 +39,8 @@ diesel::table! {
         locked_until -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        failed_second_factors -> Integer,
+        failed_second_factors_since -> Nullable<Timestamp>,
     }
 }
 

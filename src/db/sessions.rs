@@ -63,6 +63,12 @@ pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<
     find_for_update!(conn, sessions::table, id)
 }
 
+/// Deletes a session (one whose creation failed a check); its challenges go
+/// with it.
+pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {
+    diesel::delete(sessions::table.find(id)).execute(conn)
+}
+
 /// Applies `changes`, bumps the sequence and stamps `updated_at`.
 pub fn update(
     conn: &mut DbConnection,

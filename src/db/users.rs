@@ -21,6 +21,10 @@ pub struct UserRow {
     pub locked_until: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Wrong second factors in the current window (their own counter: a
+    /// correct password does not reset it).
+    pub failed_second_factors: i32,
+    pub failed_second_factors_since: Option<NaiveDateTime>,
 }
 
 /// `None` leaves a column alone; `Some(None)` clears a nullable one.
@@ -103,7 +107,8 @@ pub fn find_by_entity_and_employee(
         .optional()
 }
 
-/// Stores the failure count of the current window and the lock, if any.
+/// Stores the password/PIN failure count of the current window and the
+/// lock, if any.
 pub fn set_login_failures(
     conn: &mut DbConnection,
     id: &str,
@@ -115,6 +120,24 @@ pub fn set_login_failures(
         .set((
             users::failed_logins.eq(failed_logins),
             users::failed_logins_since.eq(since),
+            users::locked_until.eq(locked_until),
+        ))
+        .execute(conn)
+}
+
+/// Stores the second-factor failure count of the current window and the
+/// lock, if any.
+pub fn set_second_factor_failures(
+    conn: &mut DbConnection,
+    id: &str,
+    failed: i32,
+    since: Option<NaiveDateTime>,
+    locked_until: Option<NaiveDateTime>,
+) -> QueryResult<usize> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::failed_second_factors.eq(failed),
+            users::failed_second_factors_since.eq(since),
             users::locked_until.eq(locked_until),
         ))
         .execute(conn)

@@ -6,11 +6,11 @@ use actix_web::{HttpResponse, web};
 
 use super::extract::{Admin, Fields, JsonObject, QueryParams};
 use super::{created, ok, paged};
+use crate::engine::Caller;
 use crate::error::ApiError;
 use crate::services::applications::{self, ApplicationPatch, NewApplication};
 use crate::services::audit::{AuditKind, ClientInfo};
 use crate::services::entities::{self, EntityPatch, NewEntity};
-use crate::services::sessions::Caller;
 use crate::services::users::{self, EntityRef, NewUser, UserPatch};
 use crate::services::{Core, audit, outbox, rules};
 
@@ -343,6 +343,6 @@ pub(super) async fn remove_user_totp(
     let caller = Caller::Admin {
         subject: claims.sub,
     };
-    crate::services::totp::remove(&core, &caller, Some(&id), client).await?;
+    crate::engine::authenticators::remove(&core, &caller, Some(&id), client).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -14,10 +14,10 @@ use futures_util::future::{LocalBoxFuture, Ready, ready};
 use serde_json::{Map, Value};
 
 use crate::db::sessions::SessionRow;
+use crate::engine::caller::{self, Caller};
 use crate::error::{ApiError, ErrorCode, Problem, Source};
 use crate::services::audit::ClientInfo;
 use crate::services::rules::Rule;
-use crate::services::sessions::{self, Caller};
 use crate::services::{Core, Page};
 use crate::tokens::Claims;
 
@@ -612,7 +612,7 @@ impl FromRequest for SessionCaller {
         Box::pin(async move {
             let Bearer(claims) = bearer.await?;
             let core = core?;
-            let (caller, session) = sessions::authenticate(&core, claims).await?;
+            let (caller, session) = caller::authenticate(&core, claims).await?;
             Ok(SessionCaller(caller, session))
         })
     }

@@ -203,7 +203,7 @@ pub struct AuditList {
 
 #[derive(ToSchema)]
 pub struct SessionList {
-    pub data: Vec<crate::services::sessions::SessionView>,
+    pub data: Vec<crate::engine::SessionView>,
     pub meta: ListMeta,
 }
 

@@ -7,12 +7,13 @@ use serde_json::json;
 
 use super::extract::{Fields, JsonObject, QueryParams, SessionCaller};
 use super::{created, ok, paged};
+use crate::engine::factors::{self, OtpType};
+use crate::engine::lifecycle::{self, UpdateOutcome};
+use crate::engine::login::{self, LoginInput, Secret, UserRef};
+use crate::engine::{authenticators, challenges};
 use crate::error::ApiError;
 use crate::services::audit::ClientInfo;
-use crate::services::credentials::Secret;
-use crate::services::otp::{self, OtpType};
-use crate::services::sessions::{self, LoginInput, LoginName, UpdateOutcome};
-use crate::services::{Core, rules, totp};
+use crate::services::{Core, rules};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -42,7 +43,7 @@ type Handler = Result<HttpResponse, ApiError>;
 
 #[utoipa::path(post, path = "/sessions", tag = "sessions", summary = "Log in with a password: opens a pending session",
     request_body = super::openapi::LoginBody,
-    responses((status = 201, body = crate::services::sessions::LoginResult), super::openapi::LoginErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
+    responses((status = 201, body = crate::engine::login::LoginResult), super::openapi::LoginErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
 pub(super) async fn login(core: web::Data<Core>, client: ClientInfo, body: JsonObject) -> Handler {
     let mut fields = Fields::new(&body);
     let login_name = fields.optional_str("loginName", rules::login_name);
@@ -52,8 +53,8 @@ pub(super) async fn login(core: web::Data<Core>, client: ClientInfo, body: JsonO
     let application_name = fields.optional_str("applicationName", rules::application_name);
     let session_id = fields.optional_str("sessionId", rules::uuid);
     let user = match (login_name, entity_number, employee_number) {
-        (Some(name), None, None) => Some(LoginName::Login(name)),
-        (None, Some(entity_number), Some(employee_number)) => Some(LoginName::EmployeeOf {
+        (Some(name), None, None) => Some(UserRef::LoginName(name)),
+        (None, Some(entity_number), Some(employee_number)) => Some(UserRef::Employee {
             entity_number,
             employee_number,
         }),
@@ -87,7 +88,7 @@ pub(super) async fn login(core: web::Data<Core>, client: ClientInfo, body: JsonO
     fields.finish()?;
     let user =
         user.ok_or_else(|| ApiError::invalid_field("/loginName", "loginName is required."))?;
-    let result = sessions::login(
+    let result = login::login(
         &core,
         LoginInput {
             user,
@@ -118,7 +119,7 @@ pub(super) async fn update_session(
     let user_id = fields.required_str("userId", rules::uuid);
     let passed = fields.required_bool("passedLoginOTP");
     fields.finish()?;
-    match sessions::update(&core, &caller, &session_id, user_id, passed, client).await? {
+    match lifecycle::update(&core, &caller, &session_id, user_id, passed, client).await? {
         UpdateOutcome::Verified => Ok(HttpResponse::NoContent().finish()),
         UpdateOutcome::CodeSent { code, expires_at } => {
             // The code itself goes only to trusted backends (or everyone in development).
@@ -133,15 +134,19 @@ pub(super) async fn update_session(
 
 #[utoipa::path(get, path = "/sessions/{sessionId}", tag = "sessions", summary = "Read a session",
     security(("bearer" = [])), params(("sessionId" = String, Path)),
-    responses((status = 200, body = crate::services::sessions::SessionView), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+    responses((status = 200, body = crate::engine::SessionView), super::openapi::AuthErrors, super::openapi::NotFoundError))]
 pub(super) async fn get_session(
     SessionCaller(caller, own_session): SessionCaller,
     core: web::Data<Core>,
     session_id: web::Path<String>,
 ) -> Handler {
-    Ok(ok(
-        &sessions::get(&core, &caller, &session_id, own_session).await?
-    ))
+    Ok(ok(&lifecycle::get(
+        &core,
+        &caller,
+        &session_id,
+        own_session,
+    )
+    .await?))
 }
 
 #[utoipa::path(delete, path = "/sessions/{sessionId}", tag = "sessions", summary = "Revoke a session: its token stops working at once",
@@ -153,7 +158,7 @@ pub(super) async fn delete_session(
     client: ClientInfo,
     session_id: web::Path<String>,
 ) -> Handler {
-    sessions::revoke(&core, &caller, &session_id, client).await?;
+    lifecycle::revoke(&core, &caller, &session_id, client).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -176,16 +181,16 @@ pub(super) async fn list_sessions(
         );
     }
     Ok(paged(
-        sessions::list(&core, &caller, user_id, query.page()?).await?,
+        lifecycle::list(&core, &caller, user_id, query.page()?).await?,
     ))
 }
 
 #[utoipa::path(post, path = "/user/otp/verify", tag = "otp", summary = "Verify a one-time code",
     description = "Checks the code against the session's login code and the account code (or the `types` given). A wrong code counts toward the code's attempt limit; the try that reaches it burns the code.",
     security(("bearer" = [])), request_body = super::openapi::VerifyOtpBody,
-    responses((status = 200, body = crate::services::otp::VerifyResult), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::OtpCheckErrors))]
+    responses((status = 200, body = crate::engine::factors::VerifyResult), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::OtpCheckErrors))]
 pub(super) async fn verify_otp(
-    SessionCaller(caller, own_session): SessionCaller,
+    SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     body: JsonObject,
@@ -196,21 +201,15 @@ pub(super) async fn verify_otp(
     let session_id = fields.optional_str("sessionId", rules::uuid);
     fields.finish()?;
     let types = types.map(|names| names.iter().filter_map(|n| OtpType::parse(n)).collect());
-    Ok(ok(&otp::verify(
-        &core,
-        &caller,
-        code,
-        types,
-        session_id,
-        client,
-        own_session,
+    Ok(ok(&factors::verify(
+        &core, &caller, code, types, session_id, client,
     )
     .await?))
 }
 
 #[utoipa::path(post, path = "/user/otp", tag = "otp", summary = "Get an account code for a sensitive action by proving the password or PIN",
     security(("bearer" = [])), request_body = super::openapi::CreateOtpBody,
-    responses((status = 201, body = crate::services::otp::AccountOtp), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::CredentialErrors))]
+    responses((status = 201, body = crate::engine::challenges::AccountOtp), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::CredentialErrors))]
 pub(super) async fn create_otp(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -237,7 +236,7 @@ pub(super) async fn create_otp(
     fields.finish()?;
     let (secret, given) = secret
         .ok_or_else(|| ApiError::invalid_field("/password", "password or pin is required."))?;
-    let issued = otp::create_account_otp(&core, &caller, secret, given, client).await?;
+    let issued = challenges::create_account_otp(&core, &caller, secret, given, client).await?;
     Ok(HttpResponse::Created().json(issued))
 }
 
@@ -254,20 +253,20 @@ pub(super) async fn set_pin(
     let pin = fields.required_str("pin", rules::pin);
     let code = fields.required_str("otp", rules::otp_code);
     fields.finish()?;
-    otp::set_pin(&core, &caller, pin, code, client).await?;
+    challenges::set_pin(&core, &caller, pin, code, client).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(post, path = "/user/devices/totp", tag = "totp", summary = "Enrol an authenticator app (needs a verified session)",
     description = "Returns the secret once. The app stays unconfirmed until `POST /user/devices/totp/confirm` with a current code.",
     security(("bearer" = [])),
-    responses((status = 201, body = crate::services::totp::TotpEnrollment), super::openapi::AuthErrors, super::openapi::ConflictError))]
+    responses((status = 201, body = crate::engine::authenticators::TotpEnrollment), super::openapi::AuthErrors, super::openapi::ConflictError))]
 pub(super) async fn enroll_totp(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
 ) -> Handler {
-    Ok(HttpResponse::Created().json(totp::enroll(&core, &caller, client).await?))
+    Ok(HttpResponse::Created().json(authenticators::enroll(&core, &caller, client).await?))
 }
 
 #[utoipa::path(post, path = "/user/devices/totp/confirm", tag = "totp", summary = "Confirm the enrolled authenticator with a current code",
@@ -282,7 +281,7 @@ pub(super) async fn confirm_totp(
     let mut fields = Fields::new(&body);
     let code = fields.required_str("otp", rules::otp_code);
     fields.finish()?;
-    totp::confirm(&core, &caller, code, client).await?;
+    authenticators::confirm(&core, &caller, code, client).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -294,17 +293,18 @@ pub(super) async fn remove_totp(
     core: web::Data<Core>,
     client: ClientInfo,
 ) -> Handler {
-    totp::remove(&core, &caller, None, client).await?;
+    authenticators::remove(&core, &caller, None, client).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(post, path = "/user/recovery-codes", tag = "totp", summary = "Make 10 single-use recovery codes (needs a verified session); the old set stops working",
     security(("bearer" = [])),
-    responses((status = 201, body = crate::services::totp::RecoveryCodes), super::openapi::AuthErrors))]
+    responses((status = 201, body = crate::engine::authenticators::RecoveryCodes), super::openapi::AuthErrors))]
 pub(super) async fn create_recovery_codes(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
 ) -> Handler {
-    Ok(HttpResponse::Created().json(totp::generate_recovery_codes(&core, &caller, client).await?))
+    Ok(HttpResponse::Created()
+        .json(authenticators::generate_recovery_codes(&core, &caller, client).await?))
 }

@@ -9,12 +9,11 @@ use serde_json::{Map, Value, json};
 use super::extract::{Fields, JsonObject, OptionalCaller, SessionCaller};
 use crate::db::sessions::{SessionRow, SessionSearch};
 use crate::db::users::UserRow;
+use crate::engine::challenges::CodeDelivery;
+use crate::engine::checks::{self, SessionChecks, SessionOutcome, SessionRequest};
+use crate::engine::login::UserRef;
 use crate::error::ApiError;
 use crate::services::audit::ClientInfo;
-use crate::services::otp::CodeDelivery;
-use crate::services::session_checks::{
-    self, SessionChecks, SessionOutcome, SessionRequest, UserRef,
-};
 use crate::services::{Core, rules, to_utc};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -172,7 +171,7 @@ pub(super) async fn create_session(
     body: JsonObject,
 ) -> Handler {
     let request = read_request(&body)?;
-    let outcome = session_checks::create(&core, caller.as_ref(), request, client).await?;
+    let outcome = checks::create(&core, caller.as_ref(), request, client).await?;
     Ok(HttpResponse::Created().json(outcome_json(&outcome, true)))
 }
 
@@ -187,7 +186,7 @@ pub(super) async fn set_session(
     body: JsonObject,
 ) -> Handler {
     let request = read_request(&body)?;
-    let outcome = session_checks::change(&core, &caller, &session_id, request, client).await?;
+    let outcome = checks::change(&core, &caller, &session_id, request, client).await?;
     Ok(HttpResponse::Ok().json(outcome_json(&outcome, false)))
 }
 
@@ -199,7 +198,7 @@ pub(super) async fn get_session(
     core: web::Data<Core>,
     session_id: web::Path<String>,
 ) -> Handler {
-    let (session, user) = session_checks::get(&core, &caller, &session_id).await?;
+    let (session, user) = checks::get(&core, &caller, &session_id).await?;
     Ok(HttpResponse::Ok().json(json!({ "session": session_json(&session, user.as_ref()) })))
 }
 
@@ -212,7 +211,7 @@ pub(super) async fn delete_session(
     client: ClientInfo,
     session_id: web::Path<String>,
 ) -> Handler {
-    let session = session_checks::terminate(&core, &caller, &session_id, client).await?;
+    let session = checks::terminate(&core, &caller, &session_id, client).await?;
     Ok(HttpResponse::Ok().json(json!({ "details": details(&session) })))
 }
 
@@ -290,7 +289,7 @@ pub(super) async fn search_sessions(
         }
     }
     fields.finish()?;
-    let (sessions, total) = session_checks::search(&core, &caller, filter, limit, offset).await?;
+    let (sessions, total) = checks::search(&core, &caller, filter, limit, offset).await?;
     let list: Vec<Value> = sessions
         .iter()
         .map(|(s, u)| session_json(s, u.as_ref()))

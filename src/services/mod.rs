@@ -1,19 +1,16 @@
-//! The rules of Latchkey, shared by every API face. Services take time from
-//! the injected [`Clock`], run database work through [`Db::run`] and hashing
-//! on the blocking pool, and know nothing of HTTP.
+//! What the session engine (`crate::engine`) stands on, and the admin
+//! services beside it (entities, applications, users, audit, outbox):
+//! [`Core`], built once at start-up, takes time from the injected
+//! [`Clock`], runs database work through [`Db::run`] and hashing on the CPU
+//! pool, and knows nothing of HTTP. Nothing here imports the engine.
 
 pub mod applications;
 pub mod audit;
 pub mod cpu_pool;
-pub mod credentials;
 pub mod entities;
-pub mod otp;
 pub mod outbox;
 pub mod rate_limit;
 pub mod rules;
-pub mod session_checks;
-pub mod sessions;
-pub mod totp;
 pub mod users;
 
 use std::sync::Arc;
@@ -22,10 +19,12 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{AuthSettings, Settings};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::mailer::Mailer;
+use crate::otp::OtpKey;
+use crate::otp::sealed::SecretBox;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenService;
 use rate_limit::RateLimiter;
@@ -38,9 +37,9 @@ pub struct Core {
     pub hasher: PasswordHasher,
     pub tokens: TokenService,
     pub mailer: Arc<Mailer>,
-    /// The OTP key, the TOTP sealing key, the settings and the mailer that
-    /// code work inside a transaction needs; shared, not rebuilt per call.
-    pub otp: Arc<otp::OtpEngine>,
+    /// What the engine's work inside a transaction needs; shared, not
+    /// rebuilt per call.
+    pub rules: Arc<Rules>,
     pub rate_limiter: RateLimiter,
     /// An argon2id hash of a random password, checked when a login names no
     /// user, so that path costs the same as a wrong password.
@@ -54,9 +53,9 @@ impl Core {
         self.clock.now().naive_utc()
     }
 
-    /// What OTP work inside a blocking transaction needs.
-    pub fn otp_engine(&self) -> Arc<otp::OtpEngine> {
-        self.otp.clone()
+    /// What rule work inside a blocking transaction needs.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.clone()
     }
 
     /// Runs CPU-heavy work (argon2, QR codes) off the async workers, at
@@ -69,6 +68,17 @@ impl Core {
     {
         self.cpu_pool.run(work).await.map_err(ApiError::internal)
     }
+}
+
+/// What the engine's rules need inside a transaction, where `Core` (with
+/// its pools) cannot go: the settings, the OTP key, the sealing box for
+/// authenticator secrets and the mailer's outbox. The engine implements
+/// its steps on it (`crate::engine`).
+pub struct Rules {
+    pub settings: AuthSettings,
+    pub key: OtpKey,
+    pub mailer: Arc<Mailer>,
+    pub secret_box: SecretBox,
 }
 
 /// A page of a list and the total number of matching rows.

@@ -167,7 +167,7 @@ async fn enrolment_needs_a_verified_session_and_gives_a_key_uri() {
         .send()
         .await
         .unwrap();
-    assert_error(response, 403, "forbidden").await;
+    assert_error(response, 403, "session-not-verified").await;
 
     let login = verified_login(&app, &user).await;
     let enrollment = enroll(&app, &login).await;

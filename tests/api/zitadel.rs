@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, TestUser, assert_error, json, pointers, spawn_app};
 use crate::totp::{enrolled, totp_sha1, verified_login};
 
-async fn create(app: &TestApp, token: Option<&str>, body: Value) -> reqwest::Response {
+pub async fn create(app: &TestApp, token: Option<&str>, body: Value) -> reqwest::Response {
     let mut request = app.client.post(app.url("/v2/sessions")).json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -14,7 +14,7 @@ async fn create(app: &TestApp, token: Option<&str>, body: Value) -> reqwest::Res
     request.send().await.unwrap()
 }
 
-async fn patch(app: &TestApp, token: &str, session_id: &str, body: Value) -> reqwest::Response {
+pub async fn patch(app: &TestApp, token: &str, session_id: &str, body: Value) -> reqwest::Response {
     app.with_token(Method::PATCH, &format!("/v2/sessions/{session_id}"), token)
         .json(&body)
         .send()
@@ -29,11 +29,11 @@ async fn get(app: &TestApp, token: &str, session_id: &str) -> reqwest::Response 
         .unwrap()
 }
 
-fn login_checks(user: &TestUser) -> Value {
+pub fn login_checks(user: &TestUser) -> Value {
     json!({"checks": {"user": {"loginName": user.login_name}, "password": {"password": user.password}}})
 }
 
-async fn v2_login(app: &TestApp, user: &TestUser) -> (String, String) {
+pub async fn v2_login(app: &TestApp, user: &TestUser) -> (String, String) {
     let response = create(app, None, login_checks(user)).await;
     assert_eq!(response.status(), 201);
     let body = json(response).await;
@@ -41,6 +41,31 @@ async fn v2_login(app: &TestApp, user: &TestUser) -> (String, String) {
         body["sessionId"].as_str().unwrap().to_owned(),
         body["sessionToken"].as_str().unwrap().to_owned(),
     )
+}
+
+/// A v2 login whose emailed code is checked: a verified session.
+pub async fn v2_verified_login(app: &TestApp, user: &TestUser) -> (String, String) {
+    let mut body = login_checks(user);
+    body["challenges"] = json!({"otpEmail": {"sendCode": {}}});
+    let before = app.smtp.received().len();
+    let response = create(app, None, body).await;
+    assert_eq!(response.status(), 201);
+    let created = json(response).await;
+    let session_id = created["sessionId"].as_str().unwrap().to_owned();
+    let code = app.smtp.wait_for(before + 1).await[before].code();
+    let response = patch(
+        app,
+        created["sessionToken"].as_str().unwrap(),
+        &session_id,
+        json!({"checks": {"otpEmail": {"code": code}}}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let token = json(response).await["sessionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (session_id, token)
 }
 
 #[tokio::test]
@@ -330,6 +355,21 @@ async fn the_user_cannot_change_and_metadata_and_lifetime_apply() {
     .await;
     assert_eq!(pointers(&errors), ["/lifetime", "/metadata/device"]);
 
+    // A pending session may not set metadata or its lifetime ...
+    assert_error(
+        patch(
+            &app,
+            &token,
+            &session_id,
+            json!({"metadata": {"device": "aVBob25l"}}),
+        )
+        .await,
+        403,
+        "session-not-verified",
+    )
+    .await;
+    // ... a verified one may.
+    let (session_id, token) = v2_verified_login(&app, &user).await;
     let response = patch(
         &app,
         &token,
@@ -381,7 +421,7 @@ async fn search_by_ids_user_and_creation_date() {
     let app = spawn_app().await;
     let ann = app.seed_user("1000", "10000", "ann@example.com").await;
     let bob = app.seed_user("1000", "10001", "bob@example.com").await;
-    let (first, ann_token) = v2_login(&app, &ann).await;
+    let (first, ann_token) = v2_verified_login(&app, &ann).await;
     let cut = app.clock.now();
     app.clock.advance(Duration::seconds(10));
     let (second, _) = v2_login(&app, &ann).await;
@@ -473,7 +513,7 @@ async fn one_session_across_the_faces() {
     assert!(session["factors"]["password"]["verifiedAt"].is_string());
 
     // And the other way round: a PACE login, advanced by a v2 PATCH.
-    let login = app.login(&user).await;
+    let login = verified_login(&app, &user).await;
     let response = patch(
         &app,
         &login.token,
