@@ -9,6 +9,7 @@ mod admin_entities;
 mod admin_users;
 mod auth;
 mod cli;
+mod concurrency;
 mod errors;
 mod helpers;
 mod mail;
