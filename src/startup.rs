@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::db::server_secrets;
 use crate::db::{Db, DbSetupError};
-use crate::mailer::{Mailer, outbox};
+use crate::mailer::Mailer;
 use crate::otp::OtpKey;
 use crate::otp::sealed::SecretBox;
 use crate::passwords::PasswordHasher;
@@ -192,7 +192,7 @@ impl Application {
 
         let (stop, stopped) = watch::channel(false);
         spawn_key_refresh(core.clone(), stopped.clone());
-        outbox::spawn_worker(core.clone(), stopped);
+        core.delivery().spawn_worker(stopped);
         Ok(Self {
             port,
             server,

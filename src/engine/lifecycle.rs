@@ -230,8 +230,7 @@ pub enum SecondFactor {
 
 /// The one rule of verification, on every face: a session whose second
 /// factor is proven is verified (and `passedLoginOTP` records it). The
-/// caller holds the session's row lock. Audits `session_verified` when the
-/// status changes.
+/// caller holds the session's row lock.
 pub fn second_factor_proven(
     conn: &mut DbConnection,
     session: &SessionRow,
@@ -239,15 +238,39 @@ pub fn second_factor_proven(
     client: &ClientInfo,
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
-    let mut changes = SessionChanges {
-        status: Some(VERIFIED.to_owned()),
-        passed_login_otp: Some(true),
-        ..SessionChanges::default()
-    };
+    let mut proven = SessionChanges::default();
     match factor {
-        SecondFactor::OtpEmail => changes.otp_email_verified_at = Some(Some(now)),
-        SecondFactor::Totp => changes.totp_verified_at = Some(Some(now)),
+        SecondFactor::OtpEmail => proven.otp_email_verified_at = Some(Some(now)),
+        SecondFactor::Totp => proven.totp_verified_at = Some(Some(now)),
     }
+    mark_verified(conn, session, proven, client, now)
+}
+
+/// A trusted backend vouches for the user's second factor (PACE
+/// `passedLoginOTP: true` with an admin token).
+fn vouched(
+    conn: &mut DbConnection,
+    session: &SessionRow,
+    client: &ClientInfo,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    if session.status == VERIFIED {
+        return Ok(());
+    }
+    mark_verified(conn, session, SessionChanges::default(), client, now)
+}
+
+/// Applies `changes` and makes the session verified; audits
+/// `session_verified` when the status changes.
+fn mark_verified(
+    conn: &mut DbConnection,
+    session: &SessionRow,
+    mut changes: SessionChanges,
+    client: &ClientInfo,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    changes.status = Some(VERIFIED.to_owned());
+    changes.passed_login_otp = Some(true);
     let newly_verified = session.status != VERIFIED;
     if newly_verified {
         changes.verified_at = Some(Some(now));
@@ -264,36 +287,6 @@ pub fn second_factor_proven(
             now,
         )?;
     }
-    Ok(())
-}
-
-/// A trusted backend vouches for the user's second factor (PACE
-/// `passedLoginOTP: true` with an admin token).
-fn vouched(
-    conn: &mut DbConnection,
-    session: &SessionRow,
-    client: &ClientInfo,
-    now: NaiveDateTime,
-) -> Result<(), ApiError> {
-    if session.status == VERIFIED {
-        return Ok(());
-    }
-    let changes = SessionChanges {
-        status: Some(VERIFIED.to_owned()),
-        passed_login_otp: Some(true),
-        verified_at: Some(Some(now)),
-        ..SessionChanges::default()
-    };
-    rows::update(conn, &session.id, &changes, now)?;
-    audit::record(
-        conn,
-        AuditKind::SessionVerified,
-        Some(&session.user_id),
-        Some(&session.id),
-        client,
-        None,
-        now,
-    )?;
     Ok(())
 }
 

@@ -2,17 +2,41 @@
 //! marks them sent, or schedules a retry with exponential backoff and
 //! jitter until the attempt limit, then marks them dead.
 
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use actix_web::web;
-use chrono::Duration;
+use chrono::{Duration, NaiveDateTime};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::Mailer;
+use crate::clock::Clock;
+use crate::config::OutboxSettings;
+use crate::db::Db;
 use crate::db::outbox::{self as rows, OutboxRow};
 use crate::error::ApiError;
-use crate::services::Core;
+
+struct Failure {
+    message: String,
+    dead: bool,
+}
+
+/// A delivered (or failed) row, to be recorded.
+struct Outcome {
+    row: OutboxRow,
+    failure: Option<Failure>,
+}
+
+/// What delivery needs: the database, the mailer (templates and
+/// transport), the clock and the outbox settings. Cheap to clone.
+#[derive(Clone)]
+pub struct Delivery {
+    pub db: Db,
+    pub mailer: Arc<Mailer>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: OutboxSettings,
+}
 
 /// Rows claimed per pass. A pass costs two writes whatever its size, so a
 /// large batch keeps up with a busy server (at 32 the outbox fell behind
@@ -47,140 +71,138 @@ pub fn backoff(base_secs: u64, attempt: i32) -> Duration {
 /// One write for the whole batch, not one per mail: on SQLite every write
 /// waits for a group commit, and eight sends in flight, each waiting for
 /// its own, delivered 450 mails/s while the server queued 2 300.
-pub async fn deliver_due(core: &Core) -> Result<usize, ApiError> {
-    let owner = Uuid::new_v4().to_string();
-    let now = core.now();
-    let claim_owner = owner.clone();
-    let rows: Vec<OutboxRow> = core
-        .db
-        .write(move |conn| {
-            rows::claim_due(conn, now, &claim_owner, now + LEASE, BATCH).map_err(ApiError::from)
-        })
-        .await?;
-    let claimed = rows.len();
-    if claimed == 0 {
-        return Ok(0);
+impl Delivery {
+    fn now(&self) -> NaiveDateTime {
+        self.clock.now().naive_utc()
     }
-    let outcomes: Vec<Outcome> = futures_util::stream::iter(rows)
-        .map(|row| deliver_one(core, row))
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let now = core.now();
-    let retry_base_secs = core.settings.outbox.retry_base_secs;
-    let recorded = core
-        .db
-        .write(move |conn| {
-            // The usual outcome in one statement; failures row by row.
-            let sent: Vec<String> = outcomes
-                .iter()
-                .filter(|outcome| outcome.failure.is_none())
-                .map(|outcome| outcome.row.id.clone())
-                .collect();
-            let mut lost = sent
-                .len()
-                .saturating_sub(rows::mark_sent(conn, &sent, &owner, now)?);
-            for outcome in &outcomes {
-                let (id, attempt) = (&outcome.row.id, outcome.row.attempts + 1);
-                let kept = match &outcome.failure {
-                    None => true,
-                    Some(dead) if dead.dead => {
-                        rows::mark_dead(conn, id, &owner, &dead.message, now)?
-                    }
-                    Some(failure) => {
-                        let next = now + backoff(retry_base_secs, attempt);
-                        rows::mark_retry(conn, id, &owner, &failure.message, next, now)?
-                    }
-                };
-                lost += usize::from(!kept);
-            }
-            Ok::<_, ApiError>(lost)
-        })
-        .await;
-    match recorded {
-        Ok(0) => {}
-        Ok(lost) => {
-            tracing::warn!(
-                rows = lost,
-                "leases lost before the delivery outcomes were recorded"
-            )
+
+    pub async fn deliver_due(&self) -> Result<usize, ApiError> {
+        let owner = Uuid::new_v4().to_string();
+        let now = self.now();
+        let claim_owner = owner.clone();
+        let rows: Vec<OutboxRow> = self
+            .db
+            .write(move |conn| {
+                rows::claim_due(conn, now, &claim_owner, now + LEASE, BATCH).map_err(ApiError::from)
+            })
+            .await?;
+        let claimed = rows.len();
+        if claimed == 0 {
+            return Ok(0);
         }
-        // The rows stay leased; after the lease they are sent once more.
-        Err(err) => tracing::warn!(error = %err, "recording delivery outcomes failed"),
+        let outcomes: Vec<Outcome> = futures_util::stream::iter(rows)
+            .map(|row| self.deliver_one(row))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let now = self.now();
+        let retry_base_secs = self.settings.retry_base_secs;
+        let recorded = self
+            .db
+            .write(move |conn| {
+                // The usual outcome in one statement; failures row by row.
+                let sent: Vec<String> = outcomes
+                    .iter()
+                    .filter(|outcome| outcome.failure.is_none())
+                    .map(|outcome| outcome.row.id.clone())
+                    .collect();
+                let mut lost = sent
+                    .len()
+                    .saturating_sub(rows::mark_sent(conn, &sent, &owner, now)?);
+                for outcome in &outcomes {
+                    let (id, attempt) = (&outcome.row.id, outcome.row.attempts + 1);
+                    let kept = match &outcome.failure {
+                        None => true,
+                        Some(dead) if dead.dead => {
+                            rows::mark_dead(conn, id, &owner, &dead.message, now)?
+                        }
+                        Some(failure) => {
+                            let next = now + backoff(retry_base_secs, attempt);
+                            rows::mark_retry(conn, id, &owner, &failure.message, next, now)?
+                        }
+                    };
+                    lost += usize::from(!kept);
+                }
+                Ok::<_, ApiError>(lost)
+            })
+            .await;
+        match recorded {
+            Ok(0) => {}
+            Ok(lost) => {
+                tracing::warn!(
+                    rows = lost,
+                    "leases lost before the delivery outcomes were recorded"
+                )
+            }
+            // The rows stay leased; after the lease they are sent once more.
+            Err(err) => tracing::warn!(error = %err, "recording delivery outcomes failed"),
+        }
+        Ok(claimed)
     }
-    Ok(claimed)
-}
 
-struct Failure {
-    message: String,
-    dead: bool,
-}
-
-/// A delivered (or failed) row, to be recorded.
-struct Outcome {
-    row: OutboxRow,
-    failure: Option<Failure>,
-}
-
-async fn deliver_one(core: &Core, row: OutboxRow) -> Outcome {
-    let sent = match core.mailer.message(&row) {
-        Ok(message) => core.mailer.transport().send(message).await,
-        Err(reason) => Err(super::transport::SendError {
-            permanent: true,
-            message: reason,
-        }),
-    };
-    let attempt = row.attempts + 1;
-    let failure = match sent {
-        Ok(()) => {
-            metrics::counter!("latchkey_outbox_deliveries_total", "kind" => row.kind.clone())
-                .increment(1);
-            tracing::debug!(outbox_id = %row.id, kind = %row.kind, attempt, "mail delivered");
-            None
-        }
-        Err(err) if err.permanent || attempt >= core.settings.outbox.max_attempts => {
-            metrics::counter!("latchkey_outbox_failures_total", "outcome" => "dead").increment(1);
-            tracing::error!(outbox_id = %row.id, kind = %row.kind, attempt, error = %err.message, "mail is dead: giving up");
-            Some(Failure {
-                message: err.message,
-                dead: true,
-            })
-        }
-        Err(err) => {
-            metrics::counter!("latchkey_outbox_failures_total", "outcome" => "retry").increment(1);
-            tracing::warn!(outbox_id = %row.id, kind = %row.kind, attempt, error = %err.message, "mail delivery failed; will retry");
-            Some(Failure {
-                message: err.message,
-                dead: false,
-            })
-        }
-    };
-    Outcome { row, failure }
-}
-
-/// Runs passes until `stop` turns true: at once when woken after an
-/// enqueue, else every poll interval (retries, and rows queued by other
-/// instances on the same database).
-pub fn spawn_worker(core: web::Data<Core>, mut stop: watch::Receiver<bool>) {
-    let wake = core.mailer.wake_signal();
-    let poll = StdDuration::from_millis(core.settings.outbox.poll_interval_ms);
-    tokio::spawn(async move {
-        loop {
-            if *stop.borrow() {
-                break;
+    async fn deliver_one(&self, row: OutboxRow) -> Outcome {
+        let sent = match self.mailer.message(&row) {
+            Ok(message) => self.mailer.transport().send(message).await,
+            Err(reason) => Err(super::transport::SendError {
+                permanent: true,
+                message: reason,
+            }),
+        };
+        let attempt = row.attempts + 1;
+        let failure = match sent {
+            Ok(()) => {
+                metrics::counter!("latchkey_outbox_deliveries_total", "kind" => row.kind.clone())
+                    .increment(1);
+                tracing::debug!(outbox_id = %row.id, kind = %row.kind, attempt, "mail delivered");
+                None
             }
-            match deliver_due(&core).await {
-                Ok(claimed) if claimed as i64 >= BATCH => continue,
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "outbox pass failed"),
+            Err(err) if err.permanent || attempt >= self.settings.max_attempts => {
+                metrics::counter!("latchkey_outbox_failures_total", "outcome" => "dead")
+                    .increment(1);
+                tracing::error!(outbox_id = %row.id, kind = %row.kind, attempt, error = %err.message, "mail is dead: giving up");
+                Some(Failure {
+                    message: err.message,
+                    dead: true,
+                })
             }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-                _ = stop.changed() => {}
+            Err(err) => {
+                metrics::counter!("latchkey_outbox_failures_total", "outcome" => "retry")
+                    .increment(1);
+                tracing::warn!(outbox_id = %row.id, kind = %row.kind, attempt, error = %err.message, "mail delivery failed; will retry");
+                Some(Failure {
+                    message: err.message,
+                    dead: false,
+                })
             }
-        }
-    });
+        };
+        Outcome { row, failure }
+    }
+
+    /// Runs passes until `stop` turns true: at once when woken after an
+    /// enqueue, else every poll interval (retries, and rows queued by other
+    /// instances on the same database).
+    pub fn spawn_worker(self, mut stop: watch::Receiver<bool>) {
+        let delivery = self;
+        let wake = delivery.mailer.wake_signal();
+        let poll = StdDuration::from_millis(delivery.settings.poll_interval_ms);
+        tokio::spawn(async move {
+            loop {
+                if *stop.borrow() {
+                    break;
+                }
+                match delivery.deliver_due().await {
+                    Ok(claimed) if claimed as i64 >= BATCH => continue,
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "outbox pass failed"),
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        });
+    }
 }
 
 #[cfg(test)]

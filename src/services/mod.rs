@@ -53,6 +53,16 @@ impl Core {
         self.clock.now().naive_utc()
     }
 
+    /// What the mail delivery worker needs.
+    pub fn delivery(&self) -> crate::mailer::outbox::Delivery {
+        crate::mailer::outbox::Delivery {
+            db: self.db.clone(),
+            mailer: self.mailer.clone(),
+            clock: self.clock.clone(),
+            settings: self.settings.outbox.clone(),
+        }
+    }
+
     /// What rule work inside a blocking transaction needs.
     pub fn rules(&self) -> Arc<Rules> {
         self.rules.clone()

@@ -110,13 +110,18 @@ async fn the_right_password_among_parallel_guesses_does_not_lift_the_lock() {
     let right = login_request(&app, &user, &user.password);
     let (responses, right) = tokio::join!(join_all(wrong), right);
     let statuses = statuses(&responses);
-    // A right password reserved before the lock may log in (and forget the
+    // A right password counted before the lock may log in (and forget the
     // failures counted before it); it never lets more than a threshold of
-    // guesses through on either side of it.
+    // guesses through on either side of it. Refused, it took one of the
+    // threshold's places (counted, then refused by the lock that others
+    // caused before its success was recorded) or none (refused at once).
     let let_through = statuses.iter().filter(|s| **s == 401).count();
     match right.status().as_u16() {
         201 => assert!(let_through <= 2 * THRESHOLD, "{statuses:?}"),
-        429 => assert_eq!(let_through, THRESHOLD, "{statuses:?}"),
+        429 => assert!(
+            let_through == THRESHOLD || let_through == THRESHOLD - 1,
+            "{statuses:?}"
+        ),
         other => panic!("the right password answered {other}"),
     }
     // 30 guesses lock the user whatever the order.

@@ -195,12 +195,7 @@ async fn a_refused_mail_stays_pending_and_is_retried_with_backoff() {
 
     // Not due yet: nothing is sent even when the relay is back.
     app.smtp.refuse(false);
-    assert_eq!(
-        latchkey::mailer::outbox::deliver_due(&app.core)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(app.core.delivery().deliver_due().await.unwrap(), 0);
     assert!(app.smtp.received().is_empty());
 
     app.clock.advance(Duration::seconds(40));
@@ -257,12 +252,7 @@ async fn mail_waits_while_the_relay_is_down_and_arrives_exactly_once() {
     app.core.mailer.wake();
     let mails = relay.wait_for(3).await;
     // More passes find nothing left to send.
-    assert_eq!(
-        latchkey::mailer::outbox::deliver_due(&app.core)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(app.core.delivery().deliver_due().await.unwrap(), 0);
     assert_eq!(relay.received().len(), 3);
     let codes: BTreeSet<String> = mails.iter().map(|m| m.code()).collect();
     assert_eq!(
@@ -294,12 +284,7 @@ async fn a_restart_between_enqueue_and_delivery_loses_nothing() {
     let mails = relay.wait_for(1).await;
     assert_eq!(mails[0].code(), "654321");
     wait_for_status(&app, &id, "sent").await;
-    assert_eq!(
-        latchkey::mailer::outbox::deliver_due(&app.core)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(app.core.delivery().deliver_due().await.unwrap(), 0);
     assert_eq!(relay.received().len(), 1);
 }
 
