@@ -10,6 +10,7 @@ mod admin_users;
 mod auth;
 mod cli;
 mod concurrency;
+mod engine;
 mod errors;
 mod helpers;
 mod mail;
