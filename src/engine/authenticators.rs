@@ -13,7 +13,7 @@ use super::factors::{RECOVERY_ALPHABET, normalize_recovery_code};
 use super::login::{ensure_not_locked, lock_user};
 use crate::db::DbConnection;
 use crate::db::totp::{self as rows, RecoveryCodeRow, TotpDeviceRow};
-use crate::db::users::{self, UserRow};
+use crate::db::users::UserRow;
 use crate::error::{ApiError, ErrorCode};
 use crate::mailer::{MailContext, MailKind, OutgoingMail};
 use crate::otp::totp;
@@ -81,11 +81,6 @@ impl Rules {
     }
 }
 
-fn load_user(conn: &mut DbConnection, user_id: &str) -> Result<UserRow, ApiError> {
-    users::find(conn, user_id)?
-        .ok_or_else(|| ApiError::not_found(format!("There is no user with id {user_id:?}.")))
-}
-
 /// `POST /user/devices/totp`: a new (unconfirmed) authenticator secret.
 pub async fn enroll(
     core: &Core,
@@ -101,7 +96,8 @@ pub async fn enroll(
     let user = core
         .db
         .write(move |conn| {
-            let user = load_user(conn, &user_id)?;
+            // The user row first, as the code checks lock it.
+            let user = lock_user(conn, &user_id)?;
             if rows::find(conn, &user_id)?.is_some_and(|d| d.confirmed_at.is_some()) {
                 return Err(ApiError::conflict(
                     "An authenticator is already confirmed; remove it before enrolling another.",
@@ -186,7 +182,7 @@ pub async fn confirm(
                     "The authenticator is already confirmed.",
                 ));
             }
-            match rules.matching_step(&device, &user.login_name, &code, now)? {
+            match rules.matching_step(&device, &code, now)? {
                 Some(step) => {
                     rows::confirm(conn, &user_id, step, now)?;
                     rules.record_change(
@@ -241,7 +237,7 @@ pub async fn remove(
     let now = core.now();
     core.db
         .write(move |conn| {
-            let user = load_user(conn, &user_id)?;
+            let user = lock_user(conn, &user_id)?;
             if rows::delete(conn, &user_id)? == 0 {
                 return Err(ApiError::not_found("The user has no authenticator."));
             }
@@ -295,7 +291,7 @@ pub async fn generate_recovery_codes(
         .collect();
     core.db
         .write(move |conn| {
-            let user = load_user(conn, &user_id)?;
+            let user = lock_user(conn, &user_id)?;
             rows::replace_recovery_codes(conn, &user_id, &stored)?;
             rules.record_change(
                 conn,

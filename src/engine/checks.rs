@@ -120,9 +120,13 @@ struct Applying<'a> {
     rules: &'a Rules,
     request: &'a SessionRequest,
     user: &'a UserRow,
-    /// A session token of a session that was pending when it asked: it may
-    /// not set metadata or a lifetime unless this command verifies it.
+    /// A caller without a verified session (a pending session's token, or
+    /// a login without a token): it may not set metadata, nor (changing a
+    /// session) a lifetime, unless this command verifies the session.
     pending_token: bool,
+    /// Whether the command creates the session (its lifetime is then the
+    /// initial one, capped like any other).
+    creating: bool,
     token_id: &'a str,
     client: &'a ClientInfo,
     now: NaiveDateTime,
@@ -186,7 +190,7 @@ impl Applying<'_> {
         if request.checks.password.is_some() {
             changes.password_verified_at = Some(Some(now));
         }
-        if request.metadata.is_some() || request.lifetime.is_some() {
+        if request.metadata.is_some() || (request.lifetime.is_some() && !self.creating) {
             let verified_now = rows::find(conn, &session.id)?.is_some_and(|s| s.status == VERIFIED);
             if self.pending_token && !verified_now {
                 return Err(caller::not_verified().into());
@@ -249,6 +253,7 @@ pub async fn create(
         ));
     };
     let is_login = request.checks.password.is_some();
+    let is_admin = caller.is_some_and(Caller::is_admin);
     match (is_login, caller) {
         (true, _) | (false, Some(Caller::Admin { .. })) => {}
         (false, None) => {
@@ -325,7 +330,8 @@ pub async fn create(
                     rules: &rules,
                     request: &request,
                     user: &user,
-                    pending_token: false,
+                    pending_token: !is_admin,
+                    creating: true,
                     token_id: &claims.jti,
                     client: &client,
                     now,
@@ -463,6 +469,7 @@ pub async fn change(
                     request: &request,
                     user: &user,
                     pending_token,
+                    creating: false,
                     token_id: &claims.jti,
                     client: &client,
                     now,

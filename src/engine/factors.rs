@@ -161,7 +161,6 @@ impl Rules {
     pub(super) fn matching_step(
         &self,
         device: &TotpDeviceRow,
-        login_name: &str,
         code: &str,
         now: NaiveDateTime,
     ) -> Result<Option<i64>, ApiError> {
@@ -173,24 +172,32 @@ impl Rules {
                 &device.secret_ciphertext,
             )
             .map_err(|e| ApiError::internal(format!("TOTP secret: {e}")))?;
-        let generator = totp::build(
-            &secret,
-            &self.settings.totp_issuer,
-            login_name,
-            self.settings.totp_skew_steps,
-        )
-        .map_err(ApiError::internal)?;
+        let generator =
+            totp::checker(&secret, self.settings.totp_skew_steps).map_err(ApiError::internal)?;
         let step = totp::matching_step(&generator, code, unix_time(now))
             .and_then(|s| i64::try_from(s).ok());
         Ok(step.filter(|s| device.last_used_step.is_none_or(|last| *s > last)))
     }
 
-    /// Checks `code` against the session's challenges of `purposes`: a
-    /// match is consumed (once: a conditional update); a miss counts one
-    /// attempt on every live one, burning those that reach their limit.
-    /// The caller holds the session's row lock. Also returns whether a live
-    /// login code was missed (a wrong second factor).
-    pub(super) fn check_challenges(
+    /// The session's challenges of `purposes`.
+    fn challenges(
+        conn: &mut DbConnection,
+        session_id: &str,
+        purposes: &[&str],
+    ) -> Result<Vec<ChallengeRow>, ApiError> {
+        let mut found = Vec::new();
+        for purpose in purposes {
+            if let Some(row) = challenges::find(conn, session_id, purpose)? {
+                found.push(row);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The live challenge of `purposes` that `code` matches, consumed (once:
+    /// a conditional update); nothing is counted. The caller holds the
+    /// session's row lock.
+    fn match_challenge(
         &self,
         conn: &mut DbConnection,
         session_id: &str,
@@ -198,17 +205,12 @@ impl Rules {
         code: &str,
         client: &ClientInfo,
         now: NaiveDateTime,
-    ) -> Result<(CodeCheck, bool), ApiError> {
-        let mut candidates = Vec::new();
-        for purpose in purposes {
-            if let Some(row) = challenges::find(conn, session_id, purpose)? {
-                candidates.push(row);
-            }
+    ) -> Result<Option<OtpType>, ApiError> {
+        if !is_well_formed(code, self.settings.otp_length) {
+            return Ok(None);
         }
-        let well_formed = is_well_formed(code, self.settings.otp_length);
-        for challenge in &candidates {
-            if well_formed
-                && state(challenge, now) == ChallengeState::Live
+        for challenge in Self::challenges(conn, session_id, purposes)? {
+            if state(&challenge, now) == ChallengeState::Live
                 && self.key.matches(&challenge.id, code, &challenge.code_hmac)
                 && challenges::consume(conn, &challenge.id, now)?
             {
@@ -221,12 +223,25 @@ impl Rules {
                     Some(&challenge.purpose),
                     now,
                 )?;
-                return Ok((
-                    CodeCheck::Matched(OtpType::from_purpose(&challenge.purpose)),
-                    false,
-                ));
+                return Ok(Some(OtpType::from_purpose(&challenge.purpose)));
             }
         }
+        Ok(None)
+    }
+
+    /// After a miss: counts one attempt on every live challenge of
+    /// `purposes` (burning those that reach their limit) and says why the
+    /// code was refused, and whether a live login code was missed (a wrong
+    /// second factor).
+    fn count_challenge_miss(
+        &self,
+        conn: &mut DbConnection,
+        session_id: &str,
+        purposes: &[&str],
+        client: &ClientInfo,
+        now: NaiveDateTime,
+    ) -> Result<(ApiError, bool), ApiError> {
+        let candidates = Self::challenges(conn, session_id, purposes)?;
         let live: Vec<&ChallengeRow> = candidates
             .iter()
             .filter(|c| state(c, now) == ChallengeState::Live)
@@ -250,7 +265,7 @@ impl Rules {
                 )?;
             }
             let missed_login = live.iter().any(|c| c.purpose == LOGIN);
-            return Ok((CodeCheck::Refused(code_invalid()), missed_login));
+            return Ok((code_invalid(), missed_login));
         }
         let refusal = if candidates.is_empty() {
             ApiError::new(
@@ -279,11 +294,11 @@ impl Rules {
                 "No code is waiting to be verified (it was used, or none was sent).",
             )
         };
-        Ok((CodeCheck::Refused(refusal), false))
+        Ok((refusal, false))
     }
 
-    /// As [`Rules::check_challenges`], for calls that only spend a code
-    /// (the account code of `PUT /user/pin`).
+    /// Checks a code that is only spent, not a second factor (the account
+    /// code of `PUT /user/pin`): a match is consumed, a miss counted.
     pub(super) fn check_code(
         &self,
         conn: &mut DbConnection,
@@ -293,9 +308,11 @@ impl Rules {
         client: &ClientInfo,
         now: NaiveDateTime,
     ) -> Result<CodeCheck, ApiError> {
-        Ok(self
-            .check_challenges(conn, session_id, purposes, code, client, now)?
-            .0)
+        if let Some(kind) = self.match_challenge(conn, session_id, purposes, code, client, now)? {
+            return Ok(CodeCheck::Matched(kind));
+        }
+        let (refusal, _) = self.count_challenge_miss(conn, session_id, purposes, client, now)?;
+        Ok(CodeCheck::Refused(refusal))
     }
 
     /// Checks `code` as the user's TOTP code and/or a recovery code, in the
@@ -323,7 +340,7 @@ impl Rules {
         };
         if let Some(device) = device {
             had_factor = true;
-            if let Some(step) = self.matching_step(&device, &user.login_name, code, now)?
+            if let Some(step) = self.matching_step(&device, code, now)?
                 && devices::accept_step(conn, &user.id, step)?
             {
                 audit::record(
@@ -430,40 +447,52 @@ impl Rules {
             return Ok(CodeCheck::Refused(locked));
         }
         let purposes: Vec<&'static str> = types.iter().filter_map(|t| t.purpose()).collect();
-        let (challenge_check, missed_login) =
-            self.check_challenges(conn, &session.id, &purposes, code, client, now)?;
-        let matched = match challenge_check {
-            CodeCheck::Matched(kind) => Some(kind),
-            CodeCheck::Refused(_) => match self.check_authenticator(conn, attempt, code, types)? {
-                Authenticator::Matched(kind) => Some(kind),
+        // Every kind is tried before any miss is counted: a right
+        // authenticator code costs the waiting email code no attempt.
+        let mut matched = self.match_challenge(conn, &session.id, &purposes, code, client, now)?;
+        let mut authenticator = Authenticator::Absent;
+        if matched.is_none() {
+            authenticator = self.check_authenticator(conn, attempt, code, types)?;
+            if let Authenticator::Matched(kind) = authenticator {
+                matched = Some(kind);
+            }
+        }
+        if matched.is_none() {
+            let (refusal, missed_login) = if purposes.is_empty() {
+                (code_invalid(), false)
+            } else {
+                self.count_challenge_miss(conn, &session.id, &purposes, client, now)?
+            };
+            let refusal = match authenticator {
                 Authenticator::Refused => {
+                    let detail = if types.contains(&OtpType::Totp) {
+                        "totp"
+                    } else {
+                        "recovery"
+                    };
                     audit::record(
                         conn,
                         AuditKind::OtpFailed,
                         Some(&user.id),
                         Some(&session.id),
                         client,
-                        Some("totp"),
+                        Some(detail),
                         now,
                     )?;
-                    self.second_factor_failed(conn, &user.id, Some(&session.id), client, now)?;
-                    return Ok(CodeCheck::Refused(code_invalid()));
+                    code_invalid()
                 }
-                Authenticator::Absent => {
-                    if missed_login {
-                        self.second_factor_failed(conn, &user.id, Some(&session.id), client, now)?;
-                    }
-                    let refusal = match challenge_check {
-                        CodeCheck::Refused(refusal) if !purposes.is_empty() => refusal,
-                        _ => ApiError::new(
-                            ErrorCode::OtpInvalid,
-                            "No code is waiting to be verified (none was sent, and no authenticator is set up).",
-                        ),
-                    };
-                    return Ok(CodeCheck::Refused(refusal));
-                }
-            },
-        };
+                _ if purposes.is_empty() => ApiError::new(
+                    ErrorCode::OtpInvalid,
+                    "No code is waiting to be verified (no authenticator is set up).",
+                ),
+                _ => refusal,
+            };
+            // One wrong second factor per request, whichever kinds missed.
+            if missed_login || matches!(authenticator, Authenticator::Refused) {
+                self.second_factor_failed(conn, &user.id, Some(&session.id), client, now)?;
+            }
+            return Ok(CodeCheck::Refused(refusal));
+        }
         let Some(kind) = matched else {
             return Ok(CodeCheck::Refused(code_invalid()));
         };

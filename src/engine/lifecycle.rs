@@ -271,7 +271,8 @@ fn mark_verified(
 ) -> Result<(), ApiError> {
     changes.status = Some(VERIFIED.to_owned());
     changes.passed_login_otp = Some(true);
-    let newly_verified = session.status != VERIFIED;
+    // The row as it is now: one command may prove two factors.
+    let newly_verified = rows::find(conn, &session.id)?.is_some_and(|s| s.status != VERIFIED);
     if newly_verified {
         changes.verified_at = Some(Some(now));
     }

@@ -102,7 +102,7 @@ pub fn ensure_not_locked(user: &UserRow, now: NaiveDateTime) -> Result<(), ApiEr
 /// writer runs one transaction at a time).
 pub fn lock_user(conn: &mut DbConnection, user_id: &str) -> Result<UserRow, ApiError> {
     users::find_for_update(conn, user_id)?
-        .ok_or_else(|| ApiError::unauthorized("The user no longer exists."))
+        .ok_or_else(|| ApiError::not_found(format!("There is no user with id {user_id:?}.")))
 }
 
 /// Locks `user` for the configured time from `now`; audited.
@@ -222,10 +222,13 @@ pub fn settle_success(
     Ok(user)
 }
 
-/// Steps 1 and 2, and step 3 for a failure: whether `given` is `user`'s
-/// secret. `Ok(false)` once the failure is committed; a locked user is
-/// refused before any hashing. On `Ok(true)` the caller must call
-/// [`settle_success`] in the transaction that acts on it.
+/// Steps 1, 2 and 3: whether `given` is `user`'s secret, with the outcome
+/// committed: a failure counted, or a success's reset of the failures (in
+/// its own write, so that a later refusal of the request, such as an
+/// unknown application, cannot leave the right password counted as a
+/// failure). A locked user is refused before any hashing. On `Ok(true)` the
+/// caller calls [`settle_success`] again in the transaction that acts on
+/// it, where the lock is checked once more.
 pub async fn check_secret(
     core: &Core,
     user: Option<&UserRow>,
@@ -257,7 +260,14 @@ pub async fn check_secret(
             }
         })
         .await?;
-    if !matched {
+    if matched {
+        if let Some(user) = user {
+            let user_id = user.id.clone();
+            core.db
+                .write(move |conn| settle_success(conn, &user_id, now).map(drop))
+                .await?;
+        }
+    } else {
         let rules = core.rules();
         let user_id = user.map(|u| u.id.clone());
         let session_id = session_id.map(str::to_owned);

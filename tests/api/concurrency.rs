@@ -522,3 +522,52 @@ async fn the_same_scenario_leaves_the_same_traces_on_both_faces() {
     assert_eq!(pace_traces.counters, (0, 0, false));
     assert_eq!(pace_traces.status, "verified");
 }
+
+#[tokio::test]
+async fn a_right_password_refused_for_another_reason_is_not_a_failure() {
+    let app = parallel_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let body =
+        json!({"loginName": user.login_name, "password": user.password, "applicationName": "nope"});
+    for _ in 0..THRESHOLD + 2 {
+        assert_error(app.login_response(&body).await, 422, "validation-failed").await;
+    }
+    assert_eq!(counters(&app, &user.id), (0, 0, false));
+    assert_eq!(
+        login_request(&app, &user, &user.password).await.status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_right_authenticator_code_costs_the_email_code_nothing() {
+    let app = parallel_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let secret = enrolled(&app, &verified_login(&app, &user).await).await;
+    let login = app.login(&user).await;
+    let sent = app
+        .with_token(
+            Method::PUT,
+            &format!("/sessions/{}", login.session_id),
+            &login.token,
+        )
+        .json(&json!({"userId": user.id, "passedLoginOTP": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    // A later step than the one confirmation used (no replay).
+    app.clock.advance(chrono::Duration::seconds(30));
+    let now = latchkey::clock::Clock::now(&app.clock).timestamp();
+    let response = app
+        .with_token(Method::POST, "/user/otp/verify", &login.token)
+        .json(&json!({"otp": totp_sha1(&secret, now, 6)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(response).await["type"], "totp");
+    assert_eq!(login_code_attempts(&app, &login.session_id), (0, false));
+    let kinds = audit_kinds(&app, &user.id).await;
+    assert_eq!(count(&kinds, "otp_failed"), 0, "{kinds:?}");
+    assert_eq!(count(&kinds, "session_verified"), 2, "{kinds:?}");
+}
