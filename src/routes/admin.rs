@@ -4,7 +4,8 @@
 
 use actix_web::{HttpResponse, web};
 
-use super::extract::{Admin, Fields, JsonObject, QueryParams};
+use super::body::{Body, RequestBody, request_bodies};
+use super::extract::{Admin, Fields, QueryParams};
 use super::{created, ok, paged};
 use crate::engine::Caller;
 use crate::error::ApiError;
@@ -61,16 +62,135 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 type Handler = Result<HttpResponse, ApiError>;
 
+// --- request bodies -----------------------------------------------------------
+
+impl RequestBody for NewEntity {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        Self {
+            entity_number: fields.required_str("entityNumber", rules::ENTITY_NUMBER),
+            name: fields.required_str("name", rules::NAME),
+        }
+    }
+}
+
+impl RequestBody for EntityPatch {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        Self {
+            entity_number: fields.patch_str("entityNumber", rules::ENTITY_NUMBER),
+            name: fields.patch_str("name", rules::NAME),
+        }
+    }
+}
+
+impl RequestBody for NewApplication {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        Self {
+            application_name: fields.required_str("applicationName", rules::APPLICATION_NAME),
+            application_type: fields.required_str("applicationType", rules::APPLICATION_TYPE),
+            application_number: fields.required_str("applicationNumber", rules::APPLICATION_NUMBER),
+        }
+    }
+}
+
+impl RequestBody for ApplicationPatch {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        Self {
+            application_name: fields.patch_str("applicationName", rules::APPLICATION_NAME),
+            application_type: fields.patch_str("applicationType", rules::APPLICATION_TYPE),
+            application_number: fields.patch_str("applicationNumber", rules::APPLICATION_NUMBER),
+        }
+    }
+}
+
+/// Give `entityId` or `entityNumber`; `loginName` defaults to the email and
+/// is required when there is no email.
+impl RequestBody for NewUser {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        let entity_id = fields.optional_str("entityId", rules::UUID);
+        let entity_number = fields.optional_str("entityNumber", rules::ENTITY_NUMBER);
+        let entity = match (entity_id, entity_number) {
+            (Some(id), None) => EntityRef::Id(id.to_ascii_lowercase()),
+            (None, Some(number)) => EntityRef::Number(number),
+            (Some(_), Some(_)) => {
+                fields.reject("entityNumber", "Give entityId or entityNumber, not both.");
+                EntityRef::Number(String::new())
+            }
+            (None, None) => {
+                if !fields.has_problems_at(&["entityId", "entityNumber"]) {
+                    fields.reject("entityId", "entityId or entityNumber is required.");
+                }
+                EntityRef::Number(String::new())
+            }
+        };
+        let employee_number = fields.required_str("employeeNumber", rules::EMPLOYEE_NUMBER);
+        let display_name = fields.required_str("displayName", rules::NAME);
+        let email = fields.optional_str("email", rules::EMAIL);
+        let login_name = fields.optional_str("loginName", rules::LOGIN_NAME);
+        if email.is_none()
+            && login_name.is_none()
+            && !fields.has_problems_at(&["email", "loginName"])
+        {
+            fields.reject(
+                "loginName",
+                "loginName is required when the user has no email.",
+            );
+        }
+        Self {
+            entity,
+            employee_number,
+            display_name,
+            email,
+            login_name,
+            preferred_language: fields.optional_str("preferredLanguage", rules::PREFERRED_LANGUAGE),
+            password: fields.optional_str("password", rules::PASSWORD),
+        }
+    }
+}
+
+/// `email: null` removes the email.
+impl RequestBody for UserPatch {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        Self {
+            employee_number: fields.patch_str("employeeNumber", rules::EMPLOYEE_NUMBER),
+            login_name: fields.patch_str("loginName", rules::LOGIN_NAME),
+            email: fields.nullable_str("email", rules::EMAIL),
+            display_name: fields.patch_str("displayName", rules::NAME),
+            preferred_language: fields.patch_str("preferredLanguage", rules::PREFERRED_LANGUAGE),
+        }
+    }
+}
+
+/// The new password (8 to 128 characters; hashed with argon2id).
+pub struct PasswordBody {
+    password: String,
+}
+
+impl RequestBody for PasswordBody {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        Self {
+            password: fields.required_str("password", rules::PASSWORD),
+        }
+    }
+}
+
+request_bodies!(
+    NewEntity,
+    EntityPatch,
+    NewApplication,
+    ApplicationPatch,
+    NewUser,
+    UserPatch,
+    PasswordBody
+);
+
 // --- entities ---------------------------------------------------------------
 
-#[utoipa::path(post, path = "/admin/entities", tag = "admin", summary = "Create an entity", security(("bearer" = [])), request_body = super::openapi::NewEntityBody, responses((status = 201, description = "Created; `Location` names it", body = crate::services::entities::Entity), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
-pub(super) async fn create_entity(_: Admin, core: web::Data<Core>, body: JsonObject) -> Handler {
-    let mut fields = Fields::new(&body);
-    let input = NewEntity {
-        entity_number: fields.required_str("entityNumber", rules::entity_number),
-        name: fields.required_str("name", rules::name),
-    };
-    fields.finish()?;
+#[utoipa::path(post, path = "/admin/entities", tag = "admin", summary = "Create an entity", security(("bearer" = [])), request_body = NewEntity, responses((status = 201, description = "Created; `Location` names it", body = crate::services::entities::Entity), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
+pub(super) async fn create_entity(
+    _: Admin,
+    core: web::Data<Core>,
+    Body(input): Body<NewEntity>,
+) -> Handler {
     let entity = entities::create(&core, input).await?;
     Ok(created(format!("/admin/entities/{}", entity.id), &entity))
 }
@@ -85,19 +205,13 @@ pub(super) async fn get_entity(_: Admin, core: web::Data<Core>, id: web::Path<St
     Ok(ok(&entities::get(&core, &id).await?))
 }
 
-#[utoipa::path(patch, path = "/admin/entities/{id}", tag = "admin", summary = "Change an entity", security(("bearer" = [])), params(("id" = String, Path)), request_body = super::openapi::EntityPatchBody, responses((status = 200, body = crate::services::entities::Entity), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+#[utoipa::path(patch, path = "/admin/entities/{id}", tag = "admin", summary = "Change an entity", security(("bearer" = [])), params(("id" = String, Path)), request_body = EntityPatch, responses((status = 200, body = crate::services::entities::Entity), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
 pub(super) async fn update_entity(
     _: Admin,
     core: web::Data<Core>,
     id: web::Path<String>,
-    body: JsonObject,
+    Body(patch): Body<EntityPatch>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let patch = EntityPatch {
-        entity_number: fields.patch_str("entityNumber", rules::entity_number),
-        name: fields.patch_str("name", rules::name),
-    };
-    fields.finish()?;
     Ok(ok(&entities::update(&core, &id, patch).await?))
 }
 
@@ -113,20 +227,13 @@ pub(super) async fn delete_entity(
 
 // --- applications -----------------------------------------------------------
 
-#[utoipa::path(post, path = "/admin/entities/{id}/applications", tag = "admin", summary = "Create an application of an entity", security(("bearer" = [])), params(("id" = String, Path, description = "entity id")), request_body = super::openapi::NewApplicationBody, responses((status = 201, body = crate::services::applications::Application), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+#[utoipa::path(post, path = "/admin/entities/{id}/applications", tag = "admin", summary = "Create an application of an entity", security(("bearer" = [])), params(("id" = String, Path, description = "entity id")), request_body = NewApplication, responses((status = 201, body = crate::services::applications::Application), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
 pub(super) async fn create_application(
     _: Admin,
     core: web::Data<Core>,
     entity_id: web::Path<String>,
-    body: JsonObject,
+    Body(input): Body<NewApplication>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let input = NewApplication {
-        application_name: fields.required_str("applicationName", rules::application_name),
-        application_type: fields.required_str("applicationType", rules::application_type),
-        application_number: fields.required_str("applicationNumber", rules::application_number),
-    };
-    fields.finish()?;
     let application = applications::create(&core, &entity_id, input).await?;
     Ok(created(
         format!("/admin/applications/{}", application.id),
@@ -155,20 +262,13 @@ pub(super) async fn get_application(
     Ok(ok(&applications::get(&core, &id).await?))
 }
 
-#[utoipa::path(patch, path = "/admin/applications/{id}", tag = "admin", summary = "Change an application", security(("bearer" = [])), params(("id" = String, Path)), request_body = super::openapi::ApplicationPatchBody, responses((status = 200, body = crate::services::applications::Application), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+#[utoipa::path(patch, path = "/admin/applications/{id}", tag = "admin", summary = "Change an application", security(("bearer" = [])), params(("id" = String, Path)), request_body = ApplicationPatch, responses((status = 200, body = crate::services::applications::Application), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
 pub(super) async fn update_application(
     _: Admin,
     core: web::Data<Core>,
     id: web::Path<String>,
-    body: JsonObject,
+    Body(patch): Body<ApplicationPatch>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let patch = ApplicationPatch {
-        application_name: fields.patch_str("applicationName", rules::application_name),
-        application_type: fields.patch_str("applicationType", rules::application_type),
-        application_number: fields.patch_str("applicationNumber", rules::application_number),
-    };
-    fields.finish()?;
     Ok(ok(&applications::update(&core, &id, patch).await?))
 }
 
@@ -184,53 +284,12 @@ pub(super) async fn delete_application(
 
 // --- users ------------------------------------------------------------------
 
-#[utoipa::path(post, path = "/admin/users", tag = "admin", summary = "Create a user", security(("bearer" = [])), request_body = super::openapi::NewUserBody, responses((status = 201, body = crate::services::users::User), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
-pub(super) async fn create_user(_: Admin, core: web::Data<Core>, body: JsonObject) -> Handler {
-    let mut fields = Fields::new(&body);
-    let entity_id = fields.optional_str("entityId", rules::uuid);
-    let entity_number = fields.optional_str("entityNumber", rules::entity_number);
-    let entity = match (entity_id, entity_number) {
-        (Some(id), None) => Some(EntityRef::Id(id.to_ascii_lowercase())),
-        (None, Some(number)) => Some(EntityRef::Number(number)),
-        (Some(_), Some(_)) => {
-            fields.reject("entityNumber", "Give entityId or entityNumber, not both.");
-            None
-        }
-        (None, None) => {
-            if !fields.has_problems_at(&["entityId", "entityNumber"]) {
-                fields.reject("entityId", "entityId or entityNumber is required.");
-            }
-            None
-        }
-    };
-    let employee_number = fields.required_str("employeeNumber", rules::employee_number);
-    let display_name = fields.required_str("displayName", rules::name);
-    let email = fields.optional_str("email", rules::email);
-    let login_name = fields.optional_str("loginName", rules::login_name);
-    if email.is_none() && login_name.is_none() && !fields.has_problems_at(&["email", "loginName"]) {
-        fields.reject(
-            "loginName",
-            "loginName is required when the user has no email.",
-        );
-    }
-    let preferred_language = fields.optional_str("preferredLanguage", rules::preferred_language);
-    let password = fields.optional_str("password", rules::password);
-    fields.finish()?;
-    let Some(entity) = entity else {
-        return Err(ApiError::invalid_field(
-            "/entityId",
-            "entityId or entityNumber is required.",
-        ));
-    };
-    let input = NewUser {
-        entity,
-        employee_number,
-        display_name,
-        email,
-        login_name,
-        preferred_language,
-        password,
-    };
+#[utoipa::path(post, path = "/admin/users", tag = "admin", summary = "Create a user", security(("bearer" = [])), request_body = NewUser, responses((status = 201, body = crate::services::users::User), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
+pub(super) async fn create_user(
+    _: Admin,
+    core: web::Data<Core>,
+    Body(input): Body<NewUser>,
+) -> Handler {
     let user = users::create(&core, input).await?;
     Ok(created(format!("/admin/users/{}", user.id), &user))
 }
@@ -238,7 +297,7 @@ pub(super) async fn create_user(_: Admin, core: web::Data<Core>, body: JsonObjec
 #[utoipa::path(get, path = "/admin/users", tag = "admin", summary = "List users", security(("bearer" = [])), params(("entityId" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::UserList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
 pub(super) async fn list_users(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
     let entity_id = query
-        .optional("entityId", rules::uuid)?
+        .optional("entityId", rules::UUID)?
         .map(|id| id.to_ascii_lowercase());
     Ok(paged(users::list(&core, entity_id, query.page()?).await?))
 }
@@ -248,35 +307,23 @@ pub(super) async fn get_user(_: Admin, core: web::Data<Core>, id: web::Path<Stri
     Ok(ok(&users::get(&core, &id).await?))
 }
 
-#[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", summary = "Change a user", security(("bearer" = [])), params(("id" = String, Path)), request_body = super::openapi::UserPatchBody, responses((status = 200, body = crate::services::users::User), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+#[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", summary = "Change a user", security(("bearer" = [])), params(("id" = String, Path)), request_body = UserPatch, responses((status = 200, body = crate::services::users::User), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
 pub(super) async fn update_user(
     _: Admin,
     core: web::Data<Core>,
     id: web::Path<String>,
-    body: JsonObject,
+    Body(patch): Body<UserPatch>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let patch = UserPatch {
-        employee_number: fields.patch_str("employeeNumber", rules::employee_number),
-        login_name: fields.patch_str("loginName", rules::login_name),
-        email: fields.nullable_str("email", rules::email),
-        display_name: fields.patch_str("displayName", rules::name),
-        preferred_language: fields.patch_str("preferredLanguage", rules::preferred_language),
-    };
-    fields.finish()?;
     Ok(ok(&users::update(&core, &id, patch).await?))
 }
 
-#[utoipa::path(put, path = "/admin/users/{id}/password", tag = "admin", summary = "Set a user's password (hashed with argon2id)", security(("bearer" = [])), params(("id" = String, Path)), request_body = super::openapi::PasswordBody, responses((status = 204, description = "Password set"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError))]
+#[utoipa::path(put, path = "/admin/users/{id}/password", tag = "admin", summary = "Set a user's password (hashed with argon2id)", security(("bearer" = [])), params(("id" = String, Path)), request_body = PasswordBody, responses((status = 204, description = "Password set"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError))]
 pub(super) async fn set_user_password(
     _: Admin,
     core: web::Data<Core>,
     id: web::Path<String>,
-    body: JsonObject,
+    Body(PasswordBody { password }): Body<PasswordBody>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let password = fields.required_str("password", rules::password);
-    fields.finish()?;
     users::set_password(&core, &id, password).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -289,6 +336,12 @@ pub(super) async fn delete_user(_: Admin, core: web::Data<Core>, id: web::Path<S
 
 // --- mail outbox ------------------------------------------------------------
 
+const OUTBOX_STATUS: rules::Rule = rules::Rule::new(
+    outbox_status,
+    Some("^(pending|sent|dead)$"),
+    "pending, sent or dead",
+);
+
 fn outbox_status(value: &str) -> Result<(), String> {
     match value {
         "pending" | "sent" | "dead" => Ok(()),
@@ -298,7 +351,7 @@ fn outbox_status(value: &str) -> Result<(), String> {
 
 #[utoipa::path(get, path = "/admin/outbox", tag = "admin", summary = "List queued, sent and dead mails (without bodies)", security(("bearer" = [])), params(("status" = Option<String>, Query, description = "pending, sent or dead"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::OutboxList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
 pub(super) async fn list_outbox(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
-    let status = query.optional("status", outbox_status)?;
+    let status = query.optional("status", OUTBOX_STATUS)?;
     Ok(paged(outbox::list(&core, status, query.page()?).await?))
 }
 
@@ -313,6 +366,8 @@ pub(super) async fn retry_outbox(
 
 // --- audit ------------------------------------------------------------------
 
+const AUDIT_KIND: rules::Rule = rules::Rule::new(audit_kind, None, "an audit event kind");
+
 fn audit_kind(value: &str) -> Result<(), String> {
     if AuditKind::ALL.iter().any(|k| k.as_str() == value) {
         Ok(())
@@ -325,9 +380,9 @@ fn audit_kind(value: &str) -> Result<(), String> {
 #[utoipa::path(get, path = "/admin/audit", tag = "admin", summary = "List security events, newest first", security(("bearer" = [])), params(("userId" = Option<String>, Query), ("kind" = Option<String>, Query, description = "e.g. login_failed, otp_verified"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::AuditList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
 pub(super) async fn list_audit(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
     let user_id = query
-        .optional("userId", rules::uuid)?
+        .optional("userId", rules::UUID)?
         .map(|id| id.to_ascii_lowercase());
-    let kind = query.optional("kind", audit_kind)?;
+    let kind = query.optional("kind", AUDIT_KIND)?;
     Ok(paged(
         audit::list(&core, user_id, kind, query.page()?).await?,
     ))

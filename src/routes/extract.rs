@@ -12,6 +12,8 @@ use actix_web::{FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use futures_util::future::{LocalBoxFuture, Ready, ready};
 use serde_json::{Map, Value};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Schema, SchemaType, Type};
 
 use crate::db::sessions::SessionRow;
 use crate::engine::caller::{self, Caller};
@@ -122,22 +124,131 @@ impl FromRequest for JsonObject {
 /// Reads typed fields out of a [`JsonObject`], collecting one problem per
 /// bad field. Getters return a placeholder for a bad field; [`Fields::finish`]
 /// then fails, so a placeholder is never used.
+///
+/// The same reading code also documents the body: in describe mode
+/// ([`Fields::describing`], used by [`super::body`]) the getters read
+/// nothing, record each field's schema (type, rule, required) and return
+/// placeholders, so the OpenAPI schema of a body is made by the code that
+/// parses it and cannot disagree with it.
 pub struct Fields<'a> {
     body: &'a Map<String, Value>,
     known: Vec<&'static str>,
     problems: Vec<Problem>,
     /// The JSON pointer of this object (empty for the body itself).
     prefix: String,
+    /// Describe mode: what the getters recorded.
+    described: Option<Described>,
+}
+
+/// The schema of an object as its reader describes it.
+#[derive(Default)]
+pub struct Described {
+    properties: Vec<(String, RefOr<Schema>)>,
+    required: Vec<String>,
+    /// For a nested reader: its field name in the parent, and whether the
+    /// parent holds a list of such objects.
+    slot: Option<(&'static str, bool)>,
+}
+
+impl Described {
+    pub fn into_schema(self) -> Schema {
+        let mut object = ObjectBuilder::new().schema_type(Type::Object);
+        for (name, schema) in self.properties {
+            object = object.property(name, schema);
+        }
+        for name in self.required {
+            object = object.required(name);
+        }
+        Schema::Object(object.build())
+    }
+}
+
+fn string_schema(rule: Rule, nullable: bool) -> Schema {
+    let schema_type = if nullable {
+        SchemaType::Array(vec![Type::String, Type::Null])
+    } else {
+        SchemaType::Type(Type::String)
+    };
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(schema_type)
+            .pattern(rule.pattern)
+            .description(Some(rule.description))
+            .build(),
+    )
+}
+
+fn typed_schema(schema_type: Type, description: Option<String>) -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(schema_type)
+            .description(description)
+            .build(),
+    )
+}
+
+fn list_schema(items: Schema) -> Schema {
+    Schema::Array(
+        ArrayBuilder::new()
+            .items(ArrayItems::RefOrSchema(Box::new(items.into())))
+            .build(),
+    )
 }
 
 impl<'a> Fields<'a> {
     pub fn new(body: &'a JsonObject) -> Self {
+        Self::over(&body.0)
+    }
+
+    fn over(body: &'a Map<String, Value>) -> Self {
         Self {
-            body: &body.0,
+            body,
             known: Vec::new(),
             problems: Vec::new(),
             prefix: String::new(),
+            described: None,
         }
+    }
+
+    /// A reader in describe mode (over an empty object).
+    pub fn describing(empty: &'a Map<String, Value>) -> Self {
+        Self {
+            described: Some(Described::default()),
+            ..Self::over(empty)
+        }
+    }
+
+    /// What a reader in describe mode recorded.
+    pub fn into_described(self) -> Described {
+        self.described.unwrap_or_default()
+    }
+
+    /// In describe mode: records `name` with `schema` and says so (the
+    /// getter then returns its placeholder).
+    fn describe(&mut self, name: &'static str, schema: Schema, required: bool) -> bool {
+        let Some(described) = &mut self.described else {
+            return false;
+        };
+        self.known.push(name);
+        described.properties.push((name.to_owned(), schema.into()));
+        if required {
+            described.required.push(name.to_owned());
+        }
+        true
+    }
+
+    /// A nested reader in describe mode, for the field `name`.
+    fn describing_child(&self, name: &'static str, list: bool) -> Option<Fields<'a>> {
+        self.described.as_ref().map(|_| Fields {
+            body: self.body,
+            known: Vec::new(),
+            problems: Vec::new(),
+            prefix: self.pointer(name),
+            described: Some(Described {
+                slot: Some((name, list)),
+                ..Described::default()
+            }),
+        })
     }
 
     fn pointer(&self, name: &str) -> String {
@@ -147,13 +258,14 @@ impl<'a> Fields<'a> {
     /// A nested object, read with its own `Fields`; hand it back with
     /// [`Fields::absorb`] so its problems are reported.
     pub fn object(&mut self, name: &'static str) -> Option<Fields<'a>> {
+        if let Some(child) = self.describing_child(name, false) {
+            return Some(child);
+        }
         match self.get(name) {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => Some(Fields {
-                body: map,
-                known: Vec::new(),
-                problems: Vec::new(),
                 prefix: self.pointer(name),
+                ..Fields::over(map)
             }),
             Some(other) => {
                 self.problem(
@@ -167,6 +279,14 @@ impl<'a> Fields<'a> {
 
     /// Takes a nested reader's problems (and its unknown fields) over.
     pub fn absorb(&mut self, mut child: Fields<'a>) {
+        if let Some(described) = child.described.take() {
+            if let Some((name, list)) = described.slot {
+                let object = described.into_schema();
+                let schema = if list { list_schema(object) } else { object };
+                self.describe(name, schema, false);
+            }
+            return;
+        }
         child.reject_unknown();
         self.problems.append(&mut child.problems);
     }
@@ -177,6 +297,15 @@ impl<'a> Fields<'a> {
         name: &'static str,
         rule: Rule,
     ) -> Option<std::collections::BTreeMap<String, String>> {
+        let map_schema = Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(string_schema(rule, false)))
+                .build(),
+        );
+        if self.describe(name, map_schema, false) {
+            return None;
+        }
         match self.get(name) {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => {
@@ -184,7 +313,7 @@ impl<'a> Fields<'a> {
                 for (key, value) in map {
                     let pointer = format!("{}/{key}", self.pointer(name));
                     match value {
-                        Value::String(s) => match rule(s) {
+                        Value::String(s) => match (rule.check)(s) {
                             Ok(()) => {
                                 values.insert(key.clone(), s.clone());
                             }
@@ -230,7 +359,7 @@ impl<'a> Fields<'a> {
 
     fn checked_string(&mut self, name: &'static str, value: &Value, rule: Rule) -> Option<String> {
         match value {
-            Value::String(s) => match rule(s) {
+            Value::String(s) => match (rule.check)(s) {
                 Ok(()) => Some(s.clone()),
                 Err(why) => {
                     self.problem(name, format!("{name} {why}."));
@@ -248,6 +377,9 @@ impl<'a> Fields<'a> {
     }
 
     pub fn required_str(&mut self, name: &'static str, rule: Rule) -> String {
+        if self.describe(name, string_schema(rule, false), true) {
+            return String::new();
+        }
         match self.get(name) {
             None | Some(Value::Null) => {
                 self.problem(name, format!("{name} is required."));
@@ -259,6 +391,9 @@ impl<'a> Fields<'a> {
 
     /// Absent or null reads as `None`.
     pub fn optional_str(&mut self, name: &'static str, rule: Rule) -> Option<String> {
+        if self.describe(name, string_schema(rule, false), false) {
+            return None;
+        }
         match self.get(name) {
             None | Some(Value::Null) => None,
             Some(value) => self.checked_string(name, value, rule),
@@ -267,6 +402,9 @@ impl<'a> Fields<'a> {
 
     /// For PATCH: absent → `None` (leave alone), null → `Some(None)` (clear).
     pub fn nullable_str(&mut self, name: &'static str, rule: Rule) -> Option<Option<String>> {
+        if self.describe(name, string_schema(rule, true), false) {
+            return None;
+        }
         match self.get(name) {
             None => None,
             Some(Value::Null) => Some(None),
@@ -276,6 +414,9 @@ impl<'a> Fields<'a> {
 
     /// For PATCH: absent → `None`; null is refused for a field that cannot be cleared.
     pub fn patch_str(&mut self, name: &'static str, rule: Rule) -> Option<String> {
+        if self.describe(name, string_schema(rule, false), false) {
+            return None;
+        }
         match self.get(name) {
             None => None,
             Some(Value::Null) => {
@@ -288,13 +429,16 @@ impl<'a> Fields<'a> {
 
     /// An optional array of strings, each passing `rule`.
     pub fn optional_str_list(&mut self, name: &'static str, rule: Rule) -> Option<Vec<String>> {
+        if self.describe(name, list_schema(string_schema(rule, false)), false) {
+            return None;
+        }
         match self.get(name) {
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) => {
                 let mut values = Vec::with_capacity(items.len());
                 for (index, item) in items.iter().enumerate() {
                     match item {
-                        Value::String(s) => match rule(s) {
+                        Value::String(s) => match (rule.check)(s) {
                             Ok(()) => values.push(s.clone()),
                             Err(why) => self.problems.push(Problem {
                                 detail: format!("{name}[{index}] {why}."),
@@ -334,6 +478,11 @@ impl<'a> Fields<'a> {
     /// An optional whole number from `min` to `max`, as a JSON number or a
     /// numeric string (protobuf's JSON writes 64-bit numbers as strings).
     pub fn optional_count(&mut self, name: &'static str, min: i64, max: i64) -> Option<i64> {
+        let description =
+            format!("a whole number from {min} to {max}, or such a number as a string");
+        if self.describe(name, typed_schema(Type::Integer, Some(description)), false) {
+            return None;
+        }
         let parsed = match self.get(name) {
             None | Some(Value::Null) => return None,
             Some(Value::Number(n)) => n.as_i64(),
@@ -353,6 +502,9 @@ impl<'a> Fields<'a> {
     }
 
     pub fn optional_bool(&mut self, name: &'static str) -> Option<bool> {
+        if self.describe(name, typed_schema(Type::Boolean, None), false) {
+            return None;
+        }
         match self.get(name) {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
@@ -371,6 +523,9 @@ impl<'a> Fields<'a> {
 
     /// An array of objects, each read with its own `Fields` (absorb each).
     pub fn object_list(&mut self, name: &'static str) -> Option<Vec<Fields<'a>>> {
+        if let Some(child) = self.describing_child(name, true) {
+            return Some(vec![child]);
+        }
         match self.get(name) {
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) => {
@@ -379,10 +534,8 @@ impl<'a> Fields<'a> {
                     let prefix = format!("{}/{index}", self.pointer(name));
                     match item {
                         Value::Object(map) => readers.push(Fields {
-                            body: map,
-                            known: Vec::new(),
-                            problems: Vec::new(),
                             prefix,
+                            ..Fields::over(map)
                         }),
                         other => self.problems.push(Problem {
                             detail: format!(
@@ -406,6 +559,9 @@ impl<'a> Fields<'a> {
     }
 
     pub fn required_bool(&mut self, name: &'static str) -> bool {
+        if self.describe(name, typed_schema(Type::Boolean, None), true) {
+            return false;
+        }
         match self.get(name) {
             None | Some(Value::Null) => {
                 self.problem(name, format!("{name} is required."));
@@ -507,7 +663,7 @@ impl QueryParams {
     pub fn optional(&self, name: &str, rule: Rule) -> Result<Option<String>, ApiError> {
         match self.0.get(name) {
             None => Ok(None),
-            Some(value) => match rule(value) {
+            Some(value) => match (rule.check)(value) {
                 Ok(()) => Ok(Some(value.clone())),
                 Err(why) => Err(ApiError::new(
                     ErrorCode::ValidationFailed,

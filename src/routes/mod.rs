@@ -2,6 +2,7 @@
 //! response. Every route is registered here, in one place.
 
 pub mod admin;
+pub mod body;
 pub mod extract;
 pub mod openapi;
 pub mod ops;

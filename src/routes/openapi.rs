@@ -87,84 +87,6 @@ pub enum QueryErrors {
 }
 
 #[derive(ToSchema)]
-#[allow(non_snake_case)]
-pub struct NewEntityBody {
-    /// `^[0-9]{4}$`
-    #[schema(pattern = "^[0-9]{4}$", example = "1000")]
-    pub entityNumber: String,
-    #[schema(min_length = 1, max_length = 200)]
-    pub name: String,
-}
-
-#[derive(ToSchema)]
-#[allow(non_snake_case)]
-pub struct EntityPatchBody {
-    #[schema(pattern = "^[0-9]{4}$")]
-    pub entityNumber: Option<String>,
-    pub name: Option<String>,
-}
-
-#[derive(ToSchema)]
-#[allow(non_snake_case)]
-pub struct NewApplicationBody {
-    #[schema(pattern = "^[A-Za-z0-9 .,'_-]{1,120}$", example = "value_00")]
-    pub applicationName: String,
-    #[schema(pattern = "^(mobile|desktop|web)$")]
-    pub applicationType: String,
-    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")]
-    pub applicationNumber: String,
-}
-
-#[derive(ToSchema)]
-#[allow(non_snake_case)]
-pub struct ApplicationPatchBody {
-    #[schema(pattern = "^[A-Za-z0-9 .,'_-]{1,120}$")]
-    pub applicationName: Option<String>,
-    #[schema(pattern = "^(mobile|desktop|web)$")]
-    pub applicationType: Option<String>,
-    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")]
-    pub applicationNumber: Option<String>,
-}
-
-/// Give `entityId` or `entityNumber`; `loginName` defaults to the email and
-/// is required when there is no email.
-#[derive(ToSchema)]
-#[allow(non_snake_case)]
-pub struct NewUserBody {
-    pub entityId: Option<String>,
-    #[schema(pattern = "^[0-9]{4}$")]
-    pub entityNumber: Option<String>,
-    #[schema(pattern = "^[0-9]{5}$", example = "10000")]
-    pub employeeNumber: String,
-    pub displayName: String,
-    pub email: Option<String>,
-    pub loginName: Option<String>,
-    #[schema(pattern = "^(en|de)$")]
-    pub preferredLanguage: Option<String>,
-    #[schema(min_length = 8, max_length = 128)]
-    pub password: Option<String>,
-}
-
-/// `email: null` removes the email.
-#[derive(ToSchema)]
-#[allow(non_snake_case)]
-pub struct UserPatchBody {
-    #[schema(pattern = "^[0-9]{5}$")]
-    pub employeeNumber: Option<String>,
-    pub loginName: Option<String>,
-    pub email: Option<String>,
-    pub displayName: Option<String>,
-    #[schema(pattern = "^(en|de)$")]
-    pub preferredLanguage: Option<String>,
-}
-
-#[derive(ToSchema)]
-pub struct PasswordBody {
-    #[schema(min_length = 8, max_length = 128)]
-    pub password: String,
-}
-
-#[derive(ToSchema)]
 pub struct ListMeta {
     pub total: i64,
     pub limit: i64,
@@ -207,93 +129,12 @@ pub struct SessionList {
     pub meta: ListMeta,
 }
 
-/// Name the user by `loginName`, or by `entityNumber` with `employeeNumber`.
-#[derive(ToSchema)]
-#[allow(non_snake_case)]
-pub struct LoginBody {
-    pub loginName: Option<String>,
-    #[schema(pattern = "^[0-9]{4}$")]
-    pub entityNumber: Option<String>,
-    #[schema(pattern = "^[0-9]{5}$")]
-    pub employeeNumber: Option<String>,
-    pub password: String,
-    #[schema(pattern = "^[A-Za-z0-9 .,'_-]{1,120}$")]
-    pub applicationName: Option<String>,
-    /// A uuid chosen by the client; generated when absent.
-    pub sessionId: Option<String>,
-}
-
-#[derive(ToSchema)]
-#[allow(non_snake_case)]
-pub struct UpdateSessionBody {
-    /// The user that owns the session.
-    pub userId: String,
-    /// false: send a (new) login code; true: the login code was verified.
-    pub passedLoginOTP: bool,
-}
-
 #[derive(ToSchema)]
 #[allow(non_snake_case)]
 pub struct OtpSent {
     /// Only for admin tokens (trusted backends), or with LATCHKEY_EXPOSE_OTP.
     pub otp: Option<String>,
     pub expiresAt: String,
-}
-
-#[derive(ToSchema)]
-#[allow(non_snake_case)]
-pub struct VerifyOtpBody {
-    pub otp: String,
-    /// Among login, account, totp, recovery; default: all the user has.
-    pub types: Option<Vec<String>>,
-    /// Default: the session of the token.
-    pub sessionId: Option<String>,
-}
-
-/// `password` or `pin`.
-#[derive(ToSchema)]
-pub struct CreateOtpBody {
-    pub password: Option<String>,
-    pub pin: Option<String>,
-}
-
-#[derive(ToSchema)]
-pub struct SetPinBody {
-    /// 4 digits, at least three different, not a run like 1234.
-    #[schema(pattern = "^[0-9]{4}$")]
-    pub pin: String,
-    /// An account code from `POST /user/otp`.
-    pub otp: String,
-}
-
-/// `checks` (`user{loginName|userId}`, `password{password}`, `totp{code}`,
-/// `otpEmail{code}`, `recoveryCode{code}`), `challenges`
-/// (`otpEmail{sendCode{urlTemplate?}}` or `otpEmail{returnCode{}}`),
-/// `metadata` (base64 values), `lifetime` (e.g. `"18000s"`).
-#[derive(ToSchema)]
-pub struct V2SessionBody {
-    #[schema(value_type = Object)]
-    pub checks: Option<serde_json::Value>,
-    #[schema(value_type = Object)]
-    pub challenges: Option<serde_json::Value>,
-    #[schema(value_type = Object)]
-    pub metadata: Option<serde_json::Value>,
-    pub lifetime: Option<String>,
-}
-
-/// `queries` (`idsQuery{ids}`, `userIdQuery{id}`,
-/// `creationDateQuery{creationDate, method}`), `query{offset, limit, asc}`.
-#[derive(ToSchema)]
-pub struct V2SearchBody {
-    #[schema(value_type = Object)]
-    pub query: Option<serde_json::Value>,
-    #[schema(value_type = Vec<Object>)]
-    pub queries: Option<Vec<serde_json::Value>>,
-}
-
-#[derive(ToSchema)]
-pub struct OtpBody {
-    pub otp: String,
 }
 
 #[derive(IntoResponses)]

@@ -5,7 +5,8 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use super::extract::{Fields, JsonObject, QueryParams, SessionCaller};
+use super::body::{Body, RequestBody, request_bodies};
+use super::extract::{Fields, QueryParams, SessionCaller};
 use super::{created, ok, paged};
 use crate::engine::factors::{self, OtpType};
 use crate::engine::lifecycle::{self, UpdateOutcome};
@@ -41,71 +42,92 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 type Handler = Result<HttpResponse, ApiError>;
 
-#[utoipa::path(post, path = "/sessions", tag = "sessions", summary = "Log in with a password: opens a pending session",
-    request_body = super::openapi::LoginBody,
-    responses((status = 201, body = crate::engine::login::LoginResult), super::openapi::LoginErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
-pub(super) async fn login(core: web::Data<Core>, client: ClientInfo, body: JsonObject) -> Handler {
-    let mut fields = Fields::new(&body);
-    let login_name = fields.optional_str("loginName", rules::login_name);
-    let entity_number = fields.optional_str("entityNumber", rules::entity_number);
-    let employee_number = fields.optional_str("employeeNumber", rules::employee_number);
-    let password = fields.required_str("password", rules::login_password);
-    let application_name = fields.optional_str("applicationName", rules::application_name);
-    let session_id = fields.optional_str("sessionId", rules::uuid);
-    let user = match (login_name, entity_number, employee_number) {
-        (Some(name), None, None) => Some(UserRef::LoginName(name)),
-        (None, Some(entity_number), Some(employee_number)) => Some(UserRef::Employee {
-            entity_number,
-            employee_number,
-        }),
-        (Some(_), _, _) => {
-            fields.reject(
-                "loginName",
-                "Give loginName, or entityNumber with employeeNumber, not both.",
-            );
-            None
-        }
-        (None, entity, employee) => {
-            if !fields.has_problems_at(&["loginName", "entityNumber", "employeeNumber"]) {
-                match (entity, employee) {
-                    (Some(_), None) => fields.reject(
-                        "employeeNumber",
-                        "employeeNumber is required with entityNumber.",
-                    ),
-                    (None, Some(_)) => fields.reject(
-                        "entityNumber",
-                        "entityNumber is required with employeeNumber.",
-                    ),
-                    _ => fields.reject(
-                        "loginName",
-                        "loginName, or entityNumber with employeeNumber, is required.",
-                    ),
-                }
+/// Name the user by `loginName`, or by `entityNumber` with `employeeNumber`;
+/// `sessionId` is a uuid chosen by the client (generated when absent).
+pub struct LoginBody(LoginInput);
+
+impl RequestBody for LoginBody {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        let login_name = fields.optional_str("loginName", rules::LOGIN_NAME);
+        let entity_number = fields.optional_str("entityNumber", rules::ENTITY_NUMBER);
+        let employee_number = fields.optional_str("employeeNumber", rules::EMPLOYEE_NUMBER);
+        let password = fields.required_str("password", rules::LOGIN_PASSWORD);
+        let application_name = fields.optional_str("applicationName", rules::APPLICATION_NAME);
+        let session_id = fields.optional_str("sessionId", rules::UUID);
+        let user = match (login_name, entity_number, employee_number) {
+            (Some(name), None, None) => UserRef::LoginName(name),
+            (None, Some(entity_number), Some(employee_number)) => UserRef::Employee {
+                entity_number,
+                employee_number,
+            },
+            (Some(_), _, _) => {
+                fields.reject(
+                    "loginName",
+                    "Give loginName, or entityNumber with employeeNumber, not both.",
+                );
+                UserRef::LoginName(String::new())
             }
-            None
-        }
-    };
-    fields.finish()?;
-    let user =
-        user.ok_or_else(|| ApiError::invalid_field("/loginName", "loginName is required."))?;
-    let result = login::login(
-        &core,
-        LoginInput {
+            (None, entity, employee) => {
+                if !fields.has_problems_at(&["loginName", "entityNumber", "employeeNumber"]) {
+                    match (entity, employee) {
+                        (Some(_), None) => fields.reject(
+                            "employeeNumber",
+                            "employeeNumber is required with entityNumber.",
+                        ),
+                        (None, Some(_)) => fields.reject(
+                            "entityNumber",
+                            "entityNumber is required with employeeNumber.",
+                        ),
+                        _ => fields.reject(
+                            "loginName",
+                            "loginName, or entityNumber with employeeNumber, is required.",
+                        ),
+                    }
+                }
+                UserRef::LoginName(String::new())
+            }
+        };
+        Self(LoginInput {
             user,
             password,
             application_name,
             session_id,
-        },
-        client,
-    )
-    .await?;
+        })
+    }
+}
+
+#[utoipa::path(post, path = "/sessions", tag = "sessions", summary = "Log in with a password: opens a pending session",
+    request_body = LoginBody,
+    responses((status = 201, body = crate::engine::login::LoginResult), super::openapi::LoginErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
+pub(super) async fn login(
+    core: web::Data<Core>,
+    client: ClientInfo,
+    Body(LoginBody(input)): Body<LoginBody>,
+) -> Handler {
+    let result = login::login(&core, input, client).await?;
     Ok(created(format!("/sessions/{}", result.session_id), &result))
+}
+
+/// `userId` owns the session; `passedLoginOTP` false sends a (new) login
+/// code, true records that the code was verified.
+pub struct UpdateSessionBody {
+    user_id: String,
+    passed_login_otp: bool,
+}
+
+impl RequestBody for UpdateSessionBody {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        Self {
+            user_id: fields.required_str("userId", rules::UUID),
+            passed_login_otp: fields.required_bool("passedLoginOTP"),
+        }
+    }
 }
 
 #[utoipa::path(put, path = "/sessions/{sessionId}", tag = "sessions",
     summary = "Send a login code (passedLoginOTP false), or confirm the session once its code was verified (true)",
     description = "A session token may change only its own session. With an admin token (a trusted backend) the session is created if it does not exist, the code is returned in `otp`, and `passedLoginOTP: true` is accepted without a verified code.",
-    security(("bearer" = [])), params(("sessionId" = String, Path)), request_body = super::openapi::UpdateSessionBody,
+    security(("bearer" = [])), params(("sessionId" = String, Path)), request_body = UpdateSessionBody,
     responses((status = 200, description = "A code was sent", body = super::openapi::OtpSent), (status = 204, description = "The session is verified"),
         super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::OtpSendErrors))]
 pub(super) async fn update_session(
@@ -113,13 +135,10 @@ pub(super) async fn update_session(
     core: web::Data<Core>,
     client: ClientInfo,
     session_id: web::Path<String>,
-    body: JsonObject,
+    Body(body): Body<UpdateSessionBody>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let user_id = fields.required_str("userId", rules::uuid);
-    let passed = fields.required_bool("passedLoginOTP");
-    fields.finish()?;
-    match lifecycle::update(&core, &caller, &session_id, user_id, passed, client).await? {
+    let passed = body.passed_login_otp;
+    match lifecycle::update(&core, &caller, &session_id, body.user_id, passed, client).await? {
         UpdateOutcome::Verified => Ok(HttpResponse::NoContent().finish()),
         UpdateOutcome::CodeSent { code, expires_at } => {
             // The code itself goes only to trusted backends (or everyone in development).
@@ -172,7 +191,7 @@ pub(super) async fn list_sessions(
     query: QueryParams,
 ) -> Handler {
     let user_id = query
-        .optional("userId", rules::uuid)?
+        .optional("userId", rules::UUID)?
         .map(|id| id.to_ascii_lowercase());
     if user_id.is_some() && !caller.is_admin() {
         return Err(
@@ -185,75 +204,117 @@ pub(super) async fn list_sessions(
     ))
 }
 
+/// `types` among login, account, totp, recovery (default: every kind);
+/// `sessionId` defaults to the session of the token.
+pub struct VerifyOtpBody {
+    otp: String,
+    types: Option<Vec<OtpType>>,
+    session_id: Option<String>,
+}
+
+impl RequestBody for VerifyOtpBody {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        let otp = fields.required_str("otp", rules::OTP_CODE);
+        let types = fields.optional_str_list("types", rules::OTP_TYPE);
+        let session_id = fields.optional_str("sessionId", rules::UUID);
+        Self {
+            otp,
+            types: types.map(|names| names.iter().filter_map(|n| OtpType::parse(n)).collect()),
+            session_id,
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/user/otp/verify", tag = "otp", summary = "Verify a one-time code",
     description = "Checks the code against the session's login code and the account code (or the `types` given). A wrong code counts toward the code's attempt limit; the try that reaches it burns the code.",
-    security(("bearer" = [])), request_body = super::openapi::VerifyOtpBody,
+    security(("bearer" = [])), request_body = VerifyOtpBody,
     responses((status = 200, body = crate::engine::factors::VerifyResult), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::OtpCheckErrors))]
 pub(super) async fn verify_otp(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
-    body: JsonObject,
+    Body(body): Body<VerifyOtpBody>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let code = fields.required_str("otp", rules::otp_code);
-    let types = fields.optional_str_list("types", rules::otp_type);
-    let session_id = fields.optional_str("sessionId", rules::uuid);
-    fields.finish()?;
-    let types = types.map(|names| names.iter().filter_map(|n| OtpType::parse(n)).collect());
-    Ok(ok(&factors::verify(
-        &core, &caller, code, types, session_id, client,
+    let verified = factors::verify(
+        &core,
+        &caller,
+        body.otp,
+        body.types,
+        body.session_id,
+        client,
     )
-    .await?))
+    .await?;
+    Ok(ok(&verified))
+}
+
+/// `password` or `pin`, proven again for an account code.
+pub struct CreateOtpBody {
+    secret: Secret,
+    given: String,
+}
+
+impl RequestBody for CreateOtpBody {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        let password = fields.optional_str("password", rules::LOGIN_PASSWORD);
+        let pin = fields.optional_str("pin", rules::LOGIN_PASSWORD);
+        let (secret, given) = match (password, pin) {
+            (Some(password), None) => (Secret::Password, password),
+            (None, Some(pin)) => (Secret::Pin, pin),
+            (Some(_), Some(_)) => {
+                fields.reject("pin", "Give password or pin, not both.");
+                (Secret::Pin, String::new())
+            }
+            (None, None) => {
+                if !fields.has_problems_at(&["password", "pin"]) {
+                    fields.reject("password", "password or pin is required.");
+                }
+                (Secret::Password, String::new())
+            }
+        };
+        Self { secret, given }
+    }
 }
 
 #[utoipa::path(post, path = "/user/otp", tag = "otp", summary = "Get an account code for a sensitive action by proving the password or PIN",
-    security(("bearer" = [])), request_body = super::openapi::CreateOtpBody,
+    security(("bearer" = [])), request_body = CreateOtpBody,
     responses((status = 201, body = crate::engine::challenges::AccountOtp), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::CredentialErrors))]
 pub(super) async fn create_otp(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
-    body: JsonObject,
+    Body(body): Body<CreateOtpBody>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let password = fields.optional_str("password", rules::login_password);
-    let pin = fields.optional_str("pin", rules::login_password);
-    let secret = match (password, pin) {
-        (Some(password), None) => Some((Secret::Password, password)),
-        (None, Some(pin)) => Some((Secret::Pin, pin)),
-        (Some(_), Some(_)) => {
-            fields.reject("pin", "Give password or pin, not both.");
-            None
-        }
-        (None, None) => {
-            if !fields.has_problems_at(&["password", "pin"]) {
-                fields.reject("password", "password or pin is required.");
-            }
-            None
-        }
-    };
-    fields.finish()?;
-    let (secret, given) = secret
-        .ok_or_else(|| ApiError::invalid_field("/password", "password or pin is required."))?;
-    let issued = challenges::create_account_otp(&core, &caller, secret, given, client).await?;
+    let issued =
+        challenges::create_account_otp(&core, &caller, body.secret, body.given, client).await?;
     Ok(HttpResponse::Created().json(issued))
 }
 
+/// `pin`: 4 digits, at least three different, not a run like 1234;
+/// `otp`: an account code from `POST /user/otp`.
+pub struct SetPinBody {
+    pin: String,
+    otp: String,
+}
+
+impl RequestBody for SetPinBody {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        Self {
+            pin: fields.required_str("pin", rules::PIN),
+            otp: fields.required_str("otp", rules::OTP_CODE),
+        }
+    }
+}
+
 #[utoipa::path(put, path = "/user/pin", tag = "otp", summary = "Set the 4-digit PIN, spending an account code",
-    security(("bearer" = [])), request_body = super::openapi::SetPinBody,
+    security(("bearer" = [])), request_body = SetPinBody,
     responses((status = 204, description = "PIN set"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::PinErrors, super::openapi::OtpCheckErrors))]
 pub(super) async fn set_pin(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
-    body: JsonObject,
+    Body(body): Body<SetPinBody>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let pin = fields.required_str("pin", rules::pin);
-    let code = fields.required_str("otp", rules::otp_code);
-    fields.finish()?;
-    challenges::set_pin(&core, &caller, pin, code, client).await?;
+    challenges::set_pin(&core, &caller, body.pin, body.otp, client).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -269,19 +330,38 @@ pub(super) async fn enroll_totp(
     Ok(HttpResponse::Created().json(authenticators::enroll(&core, &caller, client).await?))
 }
 
+/// `otp`: a current code of the authenticator.
+pub struct OtpBody {
+    otp: String,
+}
+
+impl RequestBody for OtpBody {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        Self {
+            otp: fields.required_str("otp", rules::OTP_CODE),
+        }
+    }
+}
+
+request_bodies!(
+    LoginBody,
+    UpdateSessionBody,
+    VerifyOtpBody,
+    CreateOtpBody,
+    SetPinBody,
+    OtpBody
+);
+
 #[utoipa::path(post, path = "/user/devices/totp/confirm", tag = "totp", summary = "Confirm the enrolled authenticator with a current code",
-    security(("bearer" = [])), request_body = super::openapi::OtpBody,
+    security(("bearer" = [])), request_body = OtpBody,
     responses((status = 204, description = "Confirmed; a security notice is mailed"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError, super::openapi::OtpCheckErrors))]
 pub(super) async fn confirm_totp(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
-    body: JsonObject,
+    Body(body): Body<OtpBody>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let code = fields.required_str("otp", rules::otp_code);
-    fields.finish()?;
-    authenticators::confirm(&core, &caller, code, client).await?;
+    authenticators::confirm(&core, &caller, body.otp, client).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -6,7 +6,8 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use super::extract::{Fields, JsonObject, OptionalCaller, SessionCaller};
+use super::body::{Body, RequestBody, request_bodies};
+use super::extract::{Fields, OptionalCaller, SessionCaller};
 use crate::db::sessions::{SessionRow, SessionSearch};
 use crate::db::users::UserRow;
 use crate::engine::challenges::CodeDelivery;
@@ -76,15 +77,25 @@ fn session_json(session: &SessionRow, user: Option<&UserRow>) -> Value {
     })
 }
 
-/// Reads `checks`, `challenges`, `metadata` and `lifetime`.
-fn read_request(body: &JsonObject) -> Result<SessionRequest, ApiError> {
-    let mut fields = Fields::new(body);
+/// `checks` (`user{loginName|userId}`, `password{password}`, `totp{code}`,
+/// `otpEmail{code}`, `recoveryCode{code}`), `challenges`
+/// (`otpEmail{sendCode{urlTemplate?}}` or `otpEmail{returnCode{}}`),
+/// `metadata` (base64 values), `lifetime` (e.g. `"18000s"`).
+pub struct V2SessionBody(SessionRequest);
+
+impl RequestBody for V2SessionBody {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        Self(read_request(fields))
+    }
+}
+
+fn read_request(fields: &mut Fields<'_>) -> SessionRequest {
     let mut request = SessionRequest::default();
     if let Some(mut checks) = fields.object("checks") {
         let mut read = SessionChecks::default();
         if let Some(mut user) = checks.object("user") {
-            let login_name = user.optional_str("loginName", rules::login_name);
-            let user_id = user.optional_str("userId", rules::uuid);
+            let login_name = user.optional_str("loginName", rules::LOGIN_NAME);
+            let user_id = user.optional_str("userId", rules::UUID);
             read.user = match (login_name, user_id) {
                 (Some(name), None) => Some(UserRef::LoginName(name)),
                 (None, Some(id)) => Some(UserRef::UserId(id)),
@@ -96,7 +107,7 @@ fn read_request(body: &JsonObject) -> Result<SessionRequest, ApiError> {
             checks.absorb(user);
         }
         if let Some(mut password) = checks.object("password") {
-            read.password = Some(password.required_str("password", rules::login_password));
+            read.password = Some(password.required_str("password", rules::LOGIN_PASSWORD));
             checks.absorb(password);
         }
         for (name, slot) in [
@@ -105,7 +116,7 @@ fn read_request(body: &JsonObject) -> Result<SessionRequest, ApiError> {
             ("recoveryCode", &mut read.recovery_code),
         ] {
             if let Some(mut check) = checks.object(name) {
-                *slot = Some(check.required_str("code", rules::otp_code));
+                *slot = Some(check.required_str("code", rules::OTP_CODE));
                 checks.absorb(check);
             }
         }
@@ -116,10 +127,14 @@ fn read_request(body: &JsonObject) -> Result<SessionRequest, ApiError> {
         if let Some(mut otp_email) = challenges.object("otpEmail") {
             let send = otp_email.object("sendCode");
             let returned = otp_email.object("returnCode");
+            let both = send.is_some() && returned.is_some();
             request.otp_email = match (send, returned) {
-                (Some(mut send), None) => {
-                    let link_template = send.optional_str("urlTemplate", rules::url_template);
+                (Some(mut send), returned) => {
+                    let link_template = send.optional_str("urlTemplate", rules::URL_TEMPLATE);
                     otp_email.absorb(send);
+                    if let Some(returned) = returned {
+                        otp_email.absorb(returned);
+                    }
                     Some(CodeDelivery::Mail { link_template })
                 }
                 (None, Some(returned)) => {
@@ -129,21 +144,19 @@ fn read_request(body: &JsonObject) -> Result<SessionRequest, ApiError> {
                 (None, None) => Some(CodeDelivery::Mail {
                     link_template: None,
                 }),
-                (Some(_), Some(_)) => {
-                    otp_email.reject("returnCode", "Give sendCode or returnCode, not both.");
-                    None
-                }
             };
+            if both {
+                otp_email.reject("returnCode", "Give sendCode or returnCode, not both.");
+            }
             challenges.absorb(otp_email);
         }
         fields.absorb(challenges);
     }
-    request.metadata = fields.string_map("metadata", rules::base64);
+    request.metadata = fields.string_map("metadata", rules::BASE64);
     request.lifetime = fields
-        .optional_str("lifetime", rules::duration)
+        .optional_str("lifetime", rules::DURATION)
         .and_then(|l| rules::parse_duration(&l));
-    fields.finish()?;
-    Ok(request)
+    request
 }
 
 fn outcome_json(outcome: &SessionOutcome, with_id: bool) -> Value {
@@ -162,30 +175,28 @@ fn outcome_json(outcome: &SessionOutcome, with_id: bool) -> Value {
 
 #[utoipa::path(post, path = "/v2/sessions", tag = "v2", summary = "Create a session with checks and challenges (ZITADEL v2)",
     description = "Needs no token when the checks include the user and the password (a login); otherwise an admin token. `challenges.otpEmail.returnCode` is for admin tokens only.",
-    request_body = super::openapi::V2SessionBody,
+    request_body = V2SessionBody,
     responses((status = 201, description = "`{details, sessionId, sessionToken, challenges?}`"), super::openapi::LoginErrors, super::openapi::BodyErrors, super::openapi::OtpCheckErrors))]
 pub(super) async fn create_session(
     OptionalCaller(caller): OptionalCaller,
     core: web::Data<Core>,
     client: ClientInfo,
-    body: JsonObject,
+    Body(V2SessionBody(request)): Body<V2SessionBody>,
 ) -> Handler {
-    let request = read_request(&body)?;
     let outcome = checks::create(&core, caller.as_ref(), request, client).await?;
     Ok(HttpResponse::Created().json(outcome_json(&outcome, true)))
 }
 
 #[utoipa::path(patch, path = "/v2/sessions/{sessionId}", tag = "v2", summary = "Add checks, challenges, metadata or lifetime; returns a new session token (the previous one stops working)",
-    security(("bearer" = [])), params(("sessionId" = String, Path)), request_body = super::openapi::V2SessionBody,
+    security(("bearer" = [])), params(("sessionId" = String, Path)), request_body = V2SessionBody,
     responses((status = 200, description = "`{details, sessionToken, challenges?}`"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::OtpCheckErrors))]
 pub(super) async fn set_session(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
     client: ClientInfo,
     session_id: web::Path<String>,
-    body: JsonObject,
+    Body(V2SessionBody(request)): Body<V2SessionBody>,
 ) -> Handler {
-    let request = read_request(&body)?;
     let outcome = checks::change(&core, &caller, &session_id, request, client).await?;
     Ok(HttpResponse::Ok().json(outcome_json(&outcome, false)))
 }
@@ -215,11 +226,19 @@ pub(super) async fn delete_session(
     Ok(HttpResponse::Ok().json(json!({ "details": details(&session) })))
 }
 
+const TIMESTAMP: rules::Rule = rules::Rule::new(timestamp, None, "an RFC 3339 time");
+
 fn timestamp(value: &str) -> Result<(), String> {
     DateTime::parse_from_rfc3339(value)
         .map(drop)
         .map_err(|_| "must be an RFC 3339 time".into())
 }
+
+const CREATION_METHOD: rules::Rule = rules::Rule::new(
+    creation_method,
+    Some("^TIMESTAMP_QUERY_METHOD_(EQUALS|GREATER|GREATER_OR_EQUALS|LESS|LESS_OR_EQUALS)$"),
+    "how creationDate compares",
+);
 
 fn creation_method(value: &str) -> Result<(), String> {
     match value {
@@ -232,63 +251,87 @@ fn creation_method(value: &str) -> Result<(), String> {
     }
 }
 
+/// `queries` (`idsQuery{ids}`, `userIdQuery{id}`,
+/// `creationDateQuery{creationDate, method}`), `query{offset, limit, asc}`.
+pub struct V2SearchBody {
+    filter: SessionSearch,
+    limit: i64,
+    offset: i64,
+}
+
+impl RequestBody for V2SearchBody {
+    fn read(fields: &mut Fields<'_>) -> Self {
+        let mut filter = SessionSearch::default();
+        let (mut limit, mut offset) = (100, 0);
+        if let Some(mut query) = fields.object("query") {
+            offset = query
+                .optional_count("offset", 0, 1_000_000_000)
+                .unwrap_or(0);
+            limit = query.optional_count("limit", 1, 1000).unwrap_or(100);
+            filter.ascending = query.optional_bool("asc").unwrap_or(false);
+            fields.absorb(query);
+        }
+        if let Some(queries) = fields.object_list("queries") {
+            for mut query in queries {
+                if let Some(mut ids) = query.object("idsQuery") {
+                    filter.ids = ids
+                        .optional_str_list("ids", rules::UUID)
+                        .map(|v| v.into_iter().map(|i| i.to_ascii_lowercase()).collect());
+                    query.absorb(ids);
+                }
+                if let Some(mut user) = query.object("userIdQuery") {
+                    filter.user_id =
+                        Some(user.required_str("id", rules::UUID).to_ascii_lowercase());
+                    query.absorb(user);
+                }
+                if let Some(mut created) = query.object("creationDateQuery") {
+                    let at = created.required_str("creationDate", TIMESTAMP);
+                    let method = created
+                        .optional_str("method", CREATION_METHOD)
+                        .unwrap_or_else(|| "TIMESTAMP_QUERY_METHOD_EQUALS".into());
+                    if let Ok(at) = DateTime::parse_from_rfc3339(&at) {
+                        let at = at.with_timezone(&Utc).naive_utc();
+                        let micro = chrono::Duration::microseconds(1);
+                        match method.as_str() {
+                            "TIMESTAMP_QUERY_METHOD_GREATER" => filter.created_after = Some(at),
+                            "TIMESTAMP_QUERY_METHOD_GREATER_OR_EQUALS" => {
+                                filter.created_after = Some(at - micro)
+                            }
+                            "TIMESTAMP_QUERY_METHOD_LESS" => filter.created_before = Some(at),
+                            "TIMESTAMP_QUERY_METHOD_LESS_OR_EQUALS" => {
+                                filter.created_before = Some(at + micro)
+                            }
+                            _ => filter.created_at = Some(at),
+                        }
+                    }
+                    query.absorb(created);
+                }
+                fields.absorb(query);
+            }
+        }
+        Self {
+            filter,
+            limit,
+            offset,
+        }
+    }
+}
+
+request_bodies!(V2SessionBody, V2SearchBody);
+
 #[utoipa::path(post, path = "/v2/sessions/search", tag = "v2", summary = "Search sessions: an admin sees all, a session token its user's",
-    security(("bearer" = [])), request_body = super::openapi::V2SearchBody,
+    security(("bearer" = [])), request_body = V2SearchBody,
     responses((status = 200, description = "`{details: {totalResult, timestamp}, sessions: [...]}`"), super::openapi::AuthErrors, super::openapi::BodyErrors))]
 pub(super) async fn search_sessions(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
-    body: JsonObject,
+    Body(search): Body<V2SearchBody>,
 ) -> Handler {
-    let mut fields = Fields::new(&body);
-    let mut filter = SessionSearch::default();
-    let (mut limit, mut offset) = (100, 0);
-    if let Some(mut query) = fields.object("query") {
-        offset = query
-            .optional_count("offset", 0, 1_000_000_000)
-            .unwrap_or(0);
-        limit = query.optional_count("limit", 1, 1000).unwrap_or(100);
-        filter.ascending = query.optional_bool("asc").unwrap_or(false);
-        fields.absorb(query);
-    }
-    if let Some(queries) = fields.object_list("queries") {
-        for mut query in queries {
-            if let Some(mut ids) = query.object("idsQuery") {
-                filter.ids = ids
-                    .optional_str_list("ids", rules::uuid)
-                    .map(|v| v.into_iter().map(|i| i.to_ascii_lowercase()).collect());
-                query.absorb(ids);
-            }
-            if let Some(mut user) = query.object("userIdQuery") {
-                filter.user_id = Some(user.required_str("id", rules::uuid).to_ascii_lowercase());
-                query.absorb(user);
-            }
-            if let Some(mut created) = query.object("creationDateQuery") {
-                let at = created.required_str("creationDate", timestamp);
-                let method = created
-                    .optional_str("method", creation_method)
-                    .unwrap_or_else(|| "TIMESTAMP_QUERY_METHOD_EQUALS".into());
-                if let Ok(at) = DateTime::parse_from_rfc3339(&at) {
-                    let at = at.with_timezone(&Utc).naive_utc();
-                    let micro = chrono::Duration::microseconds(1);
-                    match method.as_str() {
-                        "TIMESTAMP_QUERY_METHOD_GREATER" => filter.created_after = Some(at),
-                        "TIMESTAMP_QUERY_METHOD_GREATER_OR_EQUALS" => {
-                            filter.created_after = Some(at - micro)
-                        }
-                        "TIMESTAMP_QUERY_METHOD_LESS" => filter.created_before = Some(at),
-                        "TIMESTAMP_QUERY_METHOD_LESS_OR_EQUALS" => {
-                            filter.created_before = Some(at + micro)
-                        }
-                        _ => filter.created_at = Some(at),
-                    }
-                }
-                query.absorb(created);
-            }
-            fields.absorb(query);
-        }
-    }
-    fields.finish()?;
+    let V2SearchBody {
+        filter,
+        limit,
+        offset,
+    } = search;
     let (sessions, total) = checks::search(&core, &caller, filter, limit, offset).await?;
     let list: Vec<Value> = sessions
         .iter()

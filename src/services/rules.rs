@@ -1,7 +1,86 @@
-//! Field rules, taken from the seed documents (regexes in comments). Each
-//! returns a sentence for the client when the value breaks the rule.
+//! Field rules, taken from the seed documents. Each check returns a
+//! sentence for the client when the value breaks the rule; each [`Rule`]
+//! pairs the check with what the OpenAPI document says of the field (its
+//! regex, where the seeds give one), so the two are written side by side.
 
-pub type Rule = fn(&str) -> Result<(), String>;
+/// Checks a string value; `Err` says why it is refused.
+pub type Check = fn(&str) -> Result<(), String>;
+
+/// A field rule: the check the server applies and its description in the
+/// OpenAPI document.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub check: Check,
+    /// The ECMA-262 pattern the check implements, when it is one.
+    pub pattern: Option<&'static str>,
+    /// The rule in words, for the document.
+    pub description: &'static str,
+}
+
+impl Rule {
+    pub const fn new(
+        check: Check,
+        pattern: Option<&'static str>,
+        description: &'static str,
+    ) -> Self {
+        Self {
+            check,
+            pattern,
+            description,
+        }
+    }
+}
+
+pub const ENTITY_NUMBER: Rule = Rule::new(entity_number, Some("^[0-9]{4}$"), "4 digits");
+pub const EMPLOYEE_NUMBER: Rule = Rule::new(employee_number, Some("^[0-9]{5}$"), "5 digits");
+pub const APPLICATION_NAME: Rule = Rule::new(
+    application_name,
+    Some("^[A-Za-z0-9 .,'_-]{1,120}$"),
+    "1 to 120 letters, digits, space and . , ' _ -",
+);
+pub const APPLICATION_TYPE: Rule = Rule::new(
+    application_type,
+    Some("^(mobile|desktop|web)$"),
+    "mobile, desktop or web",
+);
+pub const APPLICATION_NUMBER: Rule = Rule::new(
+    application_number,
+    Some("^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"),
+    "1 to 128 letters, digits, _ or -, starting with a letter or digit",
+);
+pub const NAME: Rule = Rule::new(
+    name,
+    None,
+    "1 to 200 characters, not blank, no control characters",
+);
+pub const LOGIN_NAME: Rule = Rule::new(login_name, None, "1 to 254 characters without spaces");
+pub const EMAIL: Rule = Rule::new(email, None, "an email address like name@example.com");
+pub const PREFERRED_LANGUAGE: Rule = Rule::new(preferred_language, Some("^(en|de)$"), "en or de");
+pub const PASSWORD: Rule = Rule::new(password, None, "8 to 128 characters");
+pub const LOGIN_PASSWORD: Rule = Rule::new(login_password, None, "the password as typed");
+pub const OTP_CODE: Rule = Rule::new(otp_code, None, "the code as typed (1 to 64 characters)");
+pub const PIN: Rule = Rule::new(pin, Some("^[0-9]{4}$"), "4 digits");
+pub const OTP_TYPE: Rule = Rule::new(
+    otp_type,
+    Some("^(login|account|totp|recovery)$"),
+    "login, account, totp or recovery",
+);
+pub const BASE64: Rule = Rule::new(base64, None, "standard base64, at most 8192 characters");
+pub const DURATION: Rule = Rule::new(
+    duration,
+    Some("^[0-9]+(\\.[0-9]+)?s$"),
+    "seconds as protobuf's JSON writes them, e.g. \"18000s\"",
+);
+pub const URL_TEMPLATE: Rule = Rule::new(
+    url_template,
+    None,
+    "an http(s) URL of at most 2000 characters with {{.Code}}, {{.UserID}}, {{.LoginName}}, {{.SessionID}}",
+);
+pub const UUID: Rule = Rule::new(
+    uuid,
+    Some("^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
+    "a uuid",
+);
 
 fn all_chars(value: &str, min: usize, max: usize, ok: impl Fn(char) -> bool) -> bool {
     let count = value.chars().count();

@@ -130,3 +130,69 @@ async fn swagger_ui_is_served_without_a_cdn() {
         .unwrap();
     assert_eq!(css.status(), 200);
 }
+
+fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// Request bodies are documented by the code that parses them: the schema
+/// lists exactly the fields the reader takes, with its rules.
+#[tokio::test]
+async fn request_bodies_are_documented_by_their_readers() {
+    let app = spawn_app().await;
+    let spec = json(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let schemas = &spec["components"]["schemas"];
+    let login = &schemas["LoginBody"];
+    assert_eq!(
+        keys(&login["properties"]),
+        [
+            "applicationName",
+            "employeeNumber",
+            "entityNumber",
+            "loginName",
+            "password",
+            "sessionId"
+        ]
+    );
+    assert_eq!(login["required"], serde_json::json!(["password"]));
+    assert_eq!(
+        schemas["NewEntity"]["properties"]["entityNumber"]["pattern"],
+        "^[0-9]{4}$"
+    );
+    let v2 = &schemas["V2SessionBody"]["properties"];
+    assert_eq!(
+        keys(&v2["checks"]["properties"]),
+        ["otpEmail", "password", "recoveryCode", "totp", "user"]
+    );
+    assert_eq!(
+        keys(&v2["checks"]["properties"]["user"]["properties"]),
+        ["loginName", "userId"]
+    );
+    assert_eq!(
+        keys(&v2["challenges"]["properties"]["otpEmail"]["properties"]),
+        ["returnCode", "sendCode"]
+    );
+    let search = &schemas["V2SearchBody"]["properties"];
+    assert_eq!(
+        keys(&search["queries"]["items"]["properties"]),
+        ["creationDateQuery", "idsQuery", "userIdQuery"]
+    );
+    // The operations point at those schemas.
+    assert_eq!(
+        spec["paths"]["/sessions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/LoginBody"
+    );
+}
