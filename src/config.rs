@@ -105,7 +105,12 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "lockout_threshold",
         "10",
-        "failed password checks that lock a user",
+        "failed password checks from one source that lock that source out of the user",
+    ),
+    (
+        "lockout_user_threshold",
+        "100",
+        "failed password checks from all sources that lock the user for everyone",
     ),
     (
         "lockout_window_secs",
@@ -166,6 +171,8 @@ pub struct AuthSettings {
     pub totp_issuer: String,
     pub totp_skew_steps: u16,
     pub lockout_threshold: i32,
+    /// Failures over all sources that lock the user for everyone.
+    pub lockout_user_threshold: i32,
     pub lockout_window_secs: i64,
     pub lockout_secs: i64,
     pub rate_limit_per_minute: u32,
@@ -398,6 +405,7 @@ impl Settings {
             totp_issuer: text("totp_issuer", "Latchkey")?,
             totp_skew_steps: number("totp_skew_steps", 1, 0, 10)? as u16,
             lockout_threshold: number("lockout_threshold", 10, 1, 1000)? as i32,
+            lockout_user_threshold: number("lockout_user_threshold", 100, 1, 100_000)? as i32,
             lockout_window_secs: number("lockout_window_secs", 900, 1, 86_400)? as i64,
             lockout_secs: number("lockout_secs", 900, 1, 86_400 * 30)? as i64,
             rate_limit_per_minute: number("rate_limit_per_minute", 60, 0, 1_000_000)? as u32,

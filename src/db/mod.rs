@@ -25,6 +25,7 @@ pub mod applications;
 pub mod audit;
 pub mod challenges;
 pub mod entities;
+pub mod lockouts;
 pub mod outbox;
 pub mod schema;
 pub mod server_secrets;

@@ -159,6 +159,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    login_lockouts (user_id, source) {
+        user_id -> Text,
+        source -> Text,
+        failed -> Integer,
+        failed_since -> Nullable<Timestamp>,
+        locked_until -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(applications -> entities (entity_id));
 diesel::joinable!(users -> entities (entity_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -175,4 +185,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     totp_devices,
     recovery_codes,
+    login_lockouts,
 );

@@ -63,6 +63,28 @@ pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<
     find_for_update!(conn, sessions::table, id)
 }
 
+/// Ends every live (pending or verified) session of the user: their tokens
+/// stop working at once. Returns the ids of the sessions ended.
+pub fn revoke_all_of_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<String>> {
+    let live = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::status.eq_any(["pending", "verified"]));
+    let ids: Vec<String> = live.select(sessions::id).load(conn)?;
+    diesel::update(sessions::table.filter(sessions::id.eq_any(&ids)))
+        .set((
+            sessions::status.eq("revoked"),
+            sessions::token_id.eq(None::<String>),
+            sessions::sequence.eq(sessions::sequence + 1),
+            sessions::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(ids)
+}
+
 /// Deletes a session (one whose creation failed a check); its challenges go
 /// with it.
 pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {

@@ -215,7 +215,7 @@ pub async fn create_account_otp(
         .write(move |conn| {
             // Session before user, as every other path locks them.
             super::lifecycle::lock_live_session(conn, &session_id, now)?;
-            login::settle_success(conn, &user_id, now)?;
+            login::settle_success(conn, &user_id, &client, now)?;
             let issued = rules.new_challenge(conn, &user_id, &session_id, ACCOUNT, now)?;
             audit::record(
                 conn,

@@ -312,7 +312,7 @@ pub async fn create(
         core.db
             .write(move |conn| {
                 let user = if is_login {
-                    settle_success(conn, &user_id, now)?
+                    settle_success(conn, &user_id, &client, now)?
                 } else {
                     lock_user(conn, &user_id)?
                 };
@@ -460,7 +460,7 @@ pub async fn change(
                 let session = lifecycle::lock_live_session(conn, &session_id, now)?;
                 caller.ensure_current_token(&session)?;
                 let user = if has_password {
-                    settle_success(conn, &session.user_id, now)?
+                    settle_success(conn, &session.user_id, &client, now)?
                 } else {
                     lock_user(conn, &session.user_id)?
                 };

@@ -1,23 +1,34 @@
-//! The password (or PIN) check under the lockout rule, and opening a
+//! The password (or PIN) check under the lockout rules, and opening a
 //! session with it (a login).
 //!
-//! Lockout (OWASP ASVS 2.2.1): failures are counted per user in a window;
-//! at the threshold the user is locked for a while, and even the right
-//! password is refused until the lock ends. The argon2 check is too slow to
-//! hold a row lock (or SQLite's writer) through it, so a check has three
-//! steps, each decided on the locked user row:
+//! Lockout (OWASP ASVS 2.2.1), made hard to use against a victim: failures
+//! are counted per user **and source** (the client's IPv4 address or IPv6
+//! /64). `LATCHKEY_LOCKOUT_THRESHOLD` failures from one source in the
+//! window lock that source out of the account for a while — the owner
+//! signing in from elsewhere is not locked out by a stranger's guesses.
+//! Failures from all sources are counted too: `LATCHKEY_LOCKOUT_USER_THRESHOLD`
+//! of them lock the account for everyone, which bounds guessing spread over
+//! many addresses. A locked source's wrong password answers exactly like
+//! any wrong password (401 after the same argon2 work): a lock tells
+//! nothing about which accounts exist; only the right password learns of
+//! it (429).
+//!
+//! The argon2 check is too slow to hold a row lock (or SQLite's writer)
+//! through it, so a check has three steps, each decided on the locked user
+//! row (which also serialises the source rows):
 //!
 //! 1. [`reserve_attempt`] (its own transaction, before hashing): a locked
-//!    user is refused; otherwise the attempt is counted as a failure up
-//!    front. When `threshold` attempts are already counted in the window
-//!    (failed or still hashing), the user is locked at once: however many
-//!    guesses arrive in parallel, at most `threshold` of them reach the hash.
+//!    source or user is refused; otherwise the attempt is counted as a
+//!    failure up front. When a threshold is already reached in the window
+//!    (by failures, or attempts still hashing), the lock falls at once:
+//!    however many guesses arrive in parallel, at most a threshold of them
+//!    can succeed in being checked.
 //! 2. the hash is checked on the CPU pool (a dummy hash when the user does
 //!    not exist or has no password, so every path costs the same);
-//! 3. a failure is audited and locks the user once the count reaches the
-//!    threshold ([`settle_failure`]); a success checks the lock again and
-//!    forgets the password failures ([`settle_success`]) in the transaction
-//!    that opens or changes the session.
+//! 3. a failure is audited and locks once a count reaches its threshold
+//!    ([`settle_failure`]); a success forgets the failures in its own write
+//!    and checks the locks again in the transaction that opens or changes
+//!    the session ([`settle_success`]).
 
 use chrono::{Duration, NaiveDateTime};
 use uuid::Uuid;
@@ -27,6 +38,7 @@ use super::lifecycle::{self, NewSession};
 use crate::config::AuthSettings;
 use crate::db::DbConnection;
 use crate::db::applications;
+use crate::db::lockouts::{self, LockoutRow};
 use crate::db::users::{self, UserRow};
 use crate::error::{ApiError, ErrorCode};
 use crate::services::audit::{self, AuditKind, ClientInfo};
@@ -105,8 +117,91 @@ pub fn lock_user(conn: &mut DbConnection, user_id: &str) -> Result<UserRow, ApiE
         .ok_or_else(|| ApiError::not_found(format!("There is no user with id {user_id:?}.")))
 }
 
-/// Locks `user` for the configured time from `now`; audited.
-fn lock_out(
+/// Where failures are counted: the client's IPv4 address (an IPv4-mapped
+/// IPv6 address as IPv4), or its IPv6 /64 (one host holds a whole /64);
+/// `unknown` without an address.
+pub fn lockout_source(ip: Option<&str>) -> String {
+    use std::net::IpAddr;
+    match ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        None => "unknown".to_owned(),
+    }
+}
+
+/// The failures counted in the window open at `now`, and its start.
+fn in_window(
+    settings: &AuthSettings,
+    failed: i32,
+    since: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> (i32, Option<NaiveDateTime>) {
+    let window = Duration::seconds(settings.lockout_window_secs);
+    match since {
+        Some(since) if now - since < window => (failed, Some(since)),
+        _ => (0, None),
+    }
+}
+
+/// The user's lock and the source's, whichever ends later, as a refusal.
+fn locked_for(user: &UserRow, source: &LockoutRow, now: NaiveDateTime) -> Result<(), ApiError> {
+    ensure_not_locked(user, now)?;
+    match source.locked_until {
+        Some(until) if until > now => Err(locked((until - now).num_seconds())),
+        _ => Ok(()),
+    }
+}
+
+/// The user's row and the source's (a fresh one if none), both under the
+/// user's row lock.
+fn lock_rows(
+    conn: &mut DbConnection,
+    user_id: &str,
+    source: &str,
+) -> Result<(UserRow, LockoutRow), ApiError> {
+    let user = lock_user(conn, user_id)?;
+    let row = lockouts::find(conn, user_id, source)?.unwrap_or_else(|| LockoutRow {
+        user_id: user_id.to_owned(),
+        source: source.to_owned(),
+        failed: 0,
+        failed_since: None,
+        locked_until: None,
+    });
+    Ok((user, row))
+}
+
+/// Locks the source out of the user; audited.
+fn lock_source(
+    settings: &AuthSettings,
+    conn: &mut DbConnection,
+    mut row: LockoutRow,
+    client: &ClientInfo,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    row.failed = 0;
+    row.failed_since = None;
+    row.locked_until = Some(now + Duration::seconds(settings.lockout_secs));
+    lockouts::save(conn, &row)?;
+    audit::record(
+        conn,
+        AuditKind::UserLocked,
+        Some(&row.user_id),
+        None,
+        client,
+        Some(&format!("source {}", row.source)),
+        now,
+    )?;
+    Ok(())
+}
+
+/// Locks the user for every source; audited.
+fn lock_user_everywhere(
     settings: &AuthSettings,
     conn: &mut DbConnection,
     user_id: &str,
@@ -121,28 +216,15 @@ fn lock_out(
         Some(user_id),
         None,
         client,
-        None,
+        Some("all sources"),
         now,
     )?;
     Ok(())
 }
 
-/// Failures counted so far in the window that is open at `now`.
-fn counted_in_window(
-    settings: &AuthSettings,
-    user: &UserRow,
-    now: NaiveDateTime,
-) -> (i32, Option<NaiveDateTime>) {
-    let window = Duration::seconds(settings.lockout_window_secs);
-    match user.failed_logins_since {
-        Some(since) if now - since < window => (user.failed_logins, Some(since)),
-        _ => (0, None),
-    }
-}
-
-/// Step 1: counts an attempt before its hash is checked, on the locked row.
-/// The outer `Err` is a database error; the inner one the refusal of a
-/// locked user, to be committed (it may have just locked the user).
+/// Step 1: counts an attempt before its hash is checked. The outer `Err`
+/// is a database error; the inner one the refusal of a locked source or
+/// user, to be committed (it may have just locked).
 pub fn reserve_attempt(
     settings: &AuthSettings,
     conn: &mut DbConnection,
@@ -150,29 +232,39 @@ pub fn reserve_attempt(
     client: &ClientInfo,
     now: NaiveDateTime,
 ) -> Result<Result<(), ApiError>, ApiError> {
-    let user = lock_user(conn, user_id)?;
-    if let Err(locked) = ensure_not_locked(&user, now) {
+    let source = lockout_source(client.ip.as_deref());
+    let (user, mut row) = lock_rows(conn, user_id, &source)?;
+    if let Err(locked) = locked_for(&user, &row, now) {
         return Ok(Err(locked));
     }
-    let (counted, since) = counted_in_window(settings, &user, now);
-    if counted >= settings.lockout_threshold {
-        // As many attempts as the threshold are counted and still being
-        // checked: this one would be one too many.
-        lock_out(settings, conn, user_id, client, now)?;
+    let (from_source, source_since) = in_window(settings, row.failed, row.failed_since, now);
+    let (from_all, all_since) =
+        in_window(settings, user.failed_logins, user.failed_logins_since, now);
+    // A threshold already reached by failures and attempts still being
+    // checked: this one would be one too many.
+    if from_source >= settings.lockout_threshold {
+        lock_source(settings, conn, row, client, now)?;
         return Ok(Err(locked(settings.lockout_secs)));
     }
+    if from_all >= settings.lockout_user_threshold {
+        lock_user_everywhere(settings, conn, user_id, client, now)?;
+        return Ok(Err(locked(settings.lockout_secs)));
+    }
+    row.failed = from_source + 1;
+    row.failed_since = source_since.or(Some(now));
+    lockouts::save(conn, &row)?;
     users::set_login_failures(
         conn,
         user_id,
-        counted + 1,
-        since.or(Some(now)),
+        from_all + 1,
+        all_since.or(Some(now)),
         user.locked_until,
     )?;
     Ok(Ok(()))
 }
 
-/// Step 3 after a wrong secret: audited (also for an unknown user), and the
-/// user locked once the counted failures reach the threshold.
+/// Step 3 after a wrong secret: audited (also for an unknown user), and a
+/// lock once a count reaches its threshold.
 pub fn settle_failure(
     settings: &AuthSettings,
     conn: &mut DbConnection,
@@ -194,26 +286,41 @@ pub fn settle_failure(
     let Some(user_id) = user_id else {
         return Ok(());
     };
-    let user = lock_user(conn, user_id)?;
-    let (counted, _) = counted_in_window(settings, &user, now);
-    if counted >= settings.lockout_threshold && ensure_not_locked(&user, now).is_ok() {
-        lock_out(settings, conn, user_id, client, now)?;
+    let source = lockout_source(client.ip.as_deref());
+    let (user, row) = lock_rows(conn, user_id, &source)?;
+    if locked_for(&user, &row, now).is_err() {
+        return Ok(());
+    }
+    let (from_source, _) = in_window(settings, row.failed, row.failed_since, now);
+    let (from_all, _) = in_window(settings, user.failed_logins, user.failed_logins_since, now);
+    if from_source >= settings.lockout_threshold {
+        lock_source(settings, conn, row, client, now)?;
+    } else if from_all >= settings.lockout_user_threshold {
+        lock_user_everywhere(settings, conn, user_id, client, now)?;
     }
     Ok(())
 }
 
 /// Step 3 after a right secret, in the transaction that acts on it: the
-/// lock is checked again on the locked row (guesses sent beside this one
-/// may have locked the user meanwhile), then the password failures are
-/// forgotten. Second-factor failures are not: only a second factor resets
-/// them. Returns the user as it is now.
+/// locks are checked again on the locked rows (guesses sent beside this one
+/// may have locked the source or user meanwhile), then the password
+/// failures (this source's and the user's) are forgotten. Second-factor
+/// failures are not: only a second factor resets them. Returns the user as
+/// it is now.
 pub fn settle_success(
     conn: &mut DbConnection,
     user_id: &str,
+    client: &ClientInfo,
     now: NaiveDateTime,
 ) -> Result<UserRow, ApiError> {
-    let mut user = lock_user(conn, user_id)?;
-    ensure_not_locked(&user, now)?;
+    let source = lockout_source(client.ip.as_deref());
+    let (mut user, mut row) = lock_rows(conn, user_id, &source)?;
+    locked_for(&user, &row, now)?;
+    if row.failed > 0 || row.failed_since.is_some() {
+        row.failed = 0;
+        row.failed_since = None;
+        lockouts::save(conn, &row)?;
+    }
     if user.failed_logins > 0 || user.failed_logins_since.is_some() {
         users::set_login_failures(conn, &user.id, 0, None, user.locked_until)?;
         user.failed_logins = 0;
@@ -226,9 +333,11 @@ pub fn settle_success(
 /// committed: a failure counted, or a success's reset of the failures (in
 /// its own write, so that a later refusal of the request, such as an
 /// unknown application, cannot leave the right password counted as a
-/// failure). A locked user is refused before any hashing. On `Ok(true)` the
-/// caller calls [`settle_success`] again in the transaction that acts on
-/// it, where the lock is checked once more.
+/// failure). The hash is checked even for a locked source or user, and a
+/// wrong secret then answers `Ok(false)` like any other (uncounted); a
+/// right one gets the lock's 429. On `Ok(true)` the caller calls
+/// [`settle_success`] again in the transaction that acts on it, where the
+/// locks are checked once more.
 pub async fn check_secret(
     core: &Core,
     user: Option<&UserRow>,
@@ -239,12 +348,15 @@ pub async fn check_secret(
     audit_detail: Option<&'static str>,
 ) -> Result<bool, ApiError> {
     let now = core.now();
-    if let Some(user) = user {
-        let (rules, user_id, client) = (core.rules(), user.id.clone(), client.clone());
-        core.db
-            .write(move |conn| reserve_attempt(&rules.settings, conn, &user_id, &client, now))
-            .await??;
-    }
+    let gate = match user {
+        Some(user) => {
+            let (rules, user_id, client) = (core.rules(), user.id.clone(), client.clone());
+            core.db
+                .write(move |conn| reserve_attempt(&rules.settings, conn, &user_id, &client, now))
+                .await?
+        }
+        None => Ok(()),
+    };
     let stored = user.and_then(|u| match secret {
         Secret::Password => u.password_hash.clone(),
         Secret::Pin => u.pin_hash.clone(),
@@ -260,33 +372,55 @@ pub async fn check_secret(
             }
         })
         .await?;
-    if matched {
-        if let Some(user) = user {
-            let user_id = user.id.clone();
+    let rules = core.rules();
+    let user_id = user.map(|u| u.id.clone());
+    let session_id = session_id.map(str::to_owned);
+    let client = client.clone();
+    match (gate, matched) {
+        (Err(locked), true) => Err(locked),
+        (Err(_), false) => {
+            // Refused before it counted: audited, not counted again.
             core.db
-                .write(move |conn| settle_success(conn, &user_id, now).map(drop))
+                .write(move |conn| {
+                    audit::record(
+                        conn,
+                        AuditKind::LoginFailed,
+                        user_id.as_deref(),
+                        session_id.as_deref(),
+                        &client,
+                        Some("locked"),
+                        now,
+                    )
+                    .map_err(ApiError::from)
+                })
                 .await?;
+            Ok(false)
         }
-    } else {
-        let rules = core.rules();
-        let user_id = user.map(|u| u.id.clone());
-        let session_id = session_id.map(str::to_owned);
-        let client = client.clone();
-        core.db
-            .write(move |conn| {
-                settle_failure(
-                    &rules.settings,
-                    conn,
-                    user_id.as_deref(),
-                    session_id.as_deref(),
-                    audit_detail,
-                    &client,
-                    now,
-                )
-            })
-            .await?;
+        (Ok(()), true) => {
+            if let Some(user_id) = user_id {
+                core.db
+                    .write(move |conn| settle_success(conn, &user_id, &client, now).map(drop))
+                    .await?;
+            }
+            Ok(true)
+        }
+        (Ok(()), false) => {
+            core.db
+                .write(move |conn| {
+                    settle_failure(
+                        &rules.settings,
+                        conn,
+                        user_id.as_deref(),
+                        session_id.as_deref(),
+                        audit_detail,
+                        &client,
+                        now,
+                    )
+                })
+                .await?;
+            Ok(false)
+        }
     }
-    Ok(matched)
 }
 
 pub fn invalid_credentials() -> ApiError {
@@ -350,7 +484,7 @@ pub async fn login(
     let row_session_id = session_id.clone();
     core.db
         .write(move |conn| {
-            let user = settle_success(conn, &user.id, now)?;
+            let user = settle_success(conn, &user.id, &client, now)?;
             let application_id = match &application_name {
                 Some(name) => Some(
                     applications::find_by_name(conn, &user.entity_id, name)?

@@ -12,6 +12,7 @@
 //! | [`factors`] | checking a code (email, account, TOTP, recovery): one path, counted on locked rows; VerifyOTP |
 //! | [`lifecycle`] | a new session, becoming verified, sending or confirming the code (`PUT /sessions/{id}`), lifetime, reading, revocation, the token |
 //! | [`checks`] | the ZITADEL-style command: checks + challenges + metadata + lifetime in one transaction |
+//! | [`account`] | an admin's password reset, lock, unlock and deletion: each ends the user's sessions |
 //! | [`authenticators`] | enrolling and removing an authenticator app, recovery codes |
 //!
 //! Every limit (lockout, code attempts, second-factor failures, token
@@ -20,6 +21,7 @@
 //! (SQLite); a failure is committed with the check that found it, so no
 //! later error can undo its count. Time is a parameter (`Core::now`).
 
+pub mod account;
 pub mod authenticators;
 pub mod caller;
 pub mod challenges;

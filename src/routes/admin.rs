@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, web};
 use super::body::{Body, RequestBody, request_bodies};
 use super::extract::{Admin, Fields, QueryParams};
 use super::{created, ok, paged};
-use crate::engine::Caller;
+use crate::engine::{Caller, account};
 use crate::error::ApiError;
 use crate::services::applications::{self, ApplicationPatch, NewApplication};
 use crate::services::audit::{AuditKind, ClientInfo};
@@ -53,6 +53,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete_user)),
         )
         .service(web::resource("/users/{id}/password").route(web::put().to(set_user_password)))
+        .service(web::resource("/users/{id}/lock").route(web::post().to(lock_user)))
+        .service(web::resource("/users/{id}/unlock").route(web::post().to(unlock_user)))
         .service(web::resource("/users/{id}/totp").route(web::delete().to(remove_user_totp)))
         .service(web::resource("/audit").route(web::get().to(list_audit)))
         .service(web::resource("/outbox").route(web::get().to(list_outbox)))
@@ -317,20 +319,48 @@ pub(super) async fn update_user(
     Ok(ok(&users::update(&core, &id, patch).await?))
 }
 
-#[utoipa::path(put, path = "/admin/users/{id}/password", tag = "admin", summary = "Set a user's password (hashed with argon2id)", security(("bearer" = [])), params(("id" = String, Path)), request_body = PasswordBody, responses((status = 204, description = "Password set"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError))]
+#[utoipa::path(put, path = "/admin/users/{id}/password", tag = "admin", summary = "Set a user's password (hashed with argon2id); every session of the user ends", security(("bearer" = [])), params(("id" = String, Path)), request_body = PasswordBody, responses((status = 204, description = "Password set"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError))]
 pub(super) async fn set_user_password(
     _: Admin,
     core: web::Data<Core>,
+    client: ClientInfo,
     id: web::Path<String>,
     Body(PasswordBody { password }): Body<PasswordBody>,
 ) -> Handler {
-    users::set_password(&core, &id, password).await?;
+    account::set_password(&core, &id, password, client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/admin/users/{id}/lock", tag = "admin", summary = "Lock a user until unlocked; every session of the user ends", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Locked"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn lock_user(
+    _: Admin,
+    core: web::Data<Core>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Handler {
+    account::lock(&core, &id, client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/admin/users/{id}/unlock", tag = "admin", summary = "Lift a user's lock (a lockout's or an admin's) and forget the counted failures", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Unlocked"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+pub(super) async fn unlock_user(
+    _: Admin,
+    core: web::Data<Core>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Handler {
+    account::unlock(&core, &id, client).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(delete, path = "/admin/users/{id}", tag = "admin", summary = "Delete a user", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Deleted"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
-pub(super) async fn delete_user(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
-    users::delete(&core, &id).await?;
+pub(super) async fn delete_user(
+    _: Admin,
+    core: web::Data<Core>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Handler {
+    account::delete(&core, &id, client).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -229,6 +229,8 @@ impl Modify for BearerAuth {
         super::admin::update_user,
         super::admin::delete_user,
         super::admin::set_user_password,
+        super::admin::lock_user,
+        super::admin::unlock_user,
         super::admin::list_outbox,
         super::admin::retry_outbox,
         super::admin::list_audit,

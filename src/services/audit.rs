@@ -35,6 +35,9 @@ pub enum AuditKind {
     TotpRemoved,
     RecoveryCodesCreated,
     RecoveryCodeUsed,
+    PasswordChanged,
+    UserUnlocked,
+    UserDeleted,
 }
 
 impl AuditKind {
@@ -56,6 +59,9 @@ impl AuditKind {
         Self::TotpRemoved,
         Self::RecoveryCodesCreated,
         Self::RecoveryCodeUsed,
+        Self::PasswordChanged,
+        Self::UserUnlocked,
+        Self::UserDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +83,9 @@ impl AuditKind {
             Self::TotpRemoved => "totp_removed",
             Self::RecoveryCodesCreated => "recovery_codes_created",
             Self::RecoveryCodeUsed => "recovery_code_used",
+            Self::PasswordChanged => "password_changed",
+            Self::UserUnlocked => "user_unlocked",
+            Self::UserDeleted => "user_deleted",
         }
     }
 

@@ -208,33 +208,3 @@ pub async fn update(core: &Core, raw_id: &str, patch: UserPatch) -> Result<User,
         })
         .await
 }
-
-pub async fn set_password(core: &Core, raw_id: &str, password: String) -> Result<(), ApiError> {
-    let id = parse_id(raw_id, "user")?;
-    let hasher = core.hasher.clone();
-    let hash = core
-        .blocking(move || hasher.hash(&password))
-        .await?
-        .map_err(ApiError::internal)?;
-    let changes = UserChanges {
-        password_hash: Some(Some(hash)),
-        updated_at: Some(core.now()),
-        ..UserChanges::default()
-    };
-    core.db
-        .write(move |conn| match rows::update(conn, &id, &changes)? {
-            0 => Err(no_user(&id)),
-            _ => Ok(()),
-        })
-        .await
-}
-
-pub async fn delete(core: &Core, raw_id: &str) -> Result<(), ApiError> {
-    let id = parse_id(raw_id, "user")?;
-    core.db
-        .write(move |conn| match rows::delete(conn, &id)? {
-            0 => Err(no_user(&id)),
-            _ => Ok(()),
-        })
-        .await
-}

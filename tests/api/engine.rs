@@ -13,13 +13,26 @@ use latchkey::services::audit::ClientInfo;
 use crate::helpers::{TestApp, TestUser, spawn_app};
 
 fn client() -> ClientInfo {
+    from("192.0.2.1")
+}
+
+fn from(ip: &str) -> ClientInfo {
     ClientInfo {
-        ip: Some("192.0.2.1".into()),
+        ip: Some(ip.into()),
         user_agent: Some("engine test".into()),
     }
 }
 
 async fn log_in(app: &TestApp, user: &TestUser, password: &str) -> Result<String, ErrorCode> {
+    log_in_from(app, user, password, client()).await
+}
+
+async fn log_in_from(
+    app: &TestApp,
+    user: &TestUser,
+    password: &str,
+    client: ClientInfo,
+) -> Result<String, ErrorCode> {
     login::login(
         &app.core,
         LoginInput {
@@ -28,7 +41,7 @@ async fn log_in(app: &TestApp, user: &TestUser, password: &str) -> Result<String
             application_name: None,
             session_id: None,
         },
-        client(),
+        client,
     )
     .await
     .map(|result| result.session_id)
@@ -132,4 +145,78 @@ async fn lifetimes_are_capped_for_everyone_but_admins() {
             ErrorCode::ValidationFailed
         );
     }
+}
+
+#[tokio::test]
+async fn a_lock_holds_for_its_source_and_answers_like_a_wrong_password() {
+    let app = spawn_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let attacker = || from("2001:db8:aa::1");
+    for _ in 0..10 {
+        assert_eq!(
+            log_in_from(&app, &user, "wrong", attacker()).await,
+            Err(ErrorCode::InvalidCredentials)
+        );
+    }
+    // Locked out: a wrong password still answers like any other ...
+    assert_eq!(
+        log_in_from(&app, &user, "wrong", attacker()).await,
+        Err(ErrorCode::InvalidCredentials)
+    );
+    // ... the right one learns of the lock, from the whole /64 ...
+    assert_eq!(
+        log_in_from(&app, &user, &user.password, from("2001:db8:aa::ffff")).await,
+        Err(ErrorCode::UserLocked)
+    );
+    // ... while the owner elsewhere signs in.
+    assert!(
+        log_in_from(&app, &user, &user.password, from("2001:db8:bb::1"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        log_in_from(&app, &user, &user.password, from("198.51.100.2"))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn failures_from_many_sources_lock_the_user_for_everyone() {
+    let app = crate::helpers::spawn_app_with(
+        std::sync::Arc::new(crate::helpers::TestDatabase::new()),
+        crate::smtp::SmtpServer::start(),
+        &[("LATCHKEY_LOCKOUT_USER_THRESHOLD", "15")],
+    )
+    .await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    for i in 0..15 {
+        let source = from(&format!("203.0.113.{i}"));
+        assert_eq!(
+            log_in_from(&app, &user, "wrong", source).await,
+            Err(ErrorCode::InvalidCredentials)
+        );
+    }
+    // The 16th attempt, from a fresh source, finds the account locked.
+    assert_eq!(
+        log_in_from(&app, &user, &user.password, from("198.51.100.9")).await,
+        Err(ErrorCode::UserLocked)
+    );
+}
+
+#[test]
+fn sources_are_addresses_and_ipv6_prefixes() {
+    use latchkey::engine::login::lockout_source;
+    assert_eq!(lockout_source(Some("192.0.2.1")), "192.0.2.1");
+    assert_eq!(lockout_source(Some("::ffff:192.0.2.1")), "192.0.2.1");
+    assert_eq!(
+        lockout_source(Some("2001:db8:1:2:3:4:5:6")),
+        lockout_source(Some("2001:db8:1:2::9"))
+    );
+    assert_ne!(
+        lockout_source(Some("2001:db8:1:2::1")),
+        lockout_source(Some("2001:db8:1:3::1"))
+    );
+    assert_eq!(lockout_source(None), "unknown");
+    assert_eq!(lockout_source(Some("not an address")), "unknown");
 }

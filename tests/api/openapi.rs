@@ -27,6 +27,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/admin/users/{id}"),
     ("delete", "/admin/users/{id}"),
     ("put", "/admin/users/{id}/password"),
+    ("post", "/admin/users/{id}/lock"),
+    ("post", "/admin/users/{id}/unlock"),
     ("get", "/admin/outbox"),
     ("post", "/admin/outbox/{id}/retry"),
     ("get", "/admin/audit"),

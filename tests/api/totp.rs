@@ -425,9 +425,25 @@ async fn a_locked_user_cannot_pass_with_the_authenticator() {
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let login = verified_login(&app, &user).await;
     let secret = enrolled(&app, &login).await;
+    // Wrong passwords lock their source out of password checks only: the
+    // owner's session still proves the authenticator.
     let wrong = json!({"loginName": user.login_name, "password": "not the password"});
     for _ in 0..10 {
         assert_error(app.login_response(&wrong).await, 401, "invalid-credentials").await;
+    }
+    app.clock.advance(Duration::seconds(30));
+    let code = totp_sha1(&secret, now(&app), 6);
+    let response = verify(&app, &login, json!({"otp": code, "types": ["totp"]})).await;
+    assert_eq!(response.status(), 200);
+    // Ten wrong authenticator codes lock the user for everyone ...
+    let wrong_code = if code == "000000" { "000001" } else { "000000" };
+    for _ in 0..10 {
+        assert_error(
+            verify(&app, &login, json!({"otp": wrong_code, "types": ["totp"]})).await,
+            404,
+            "otp-invalid",
+        )
+        .await;
     }
     app.clock.advance(Duration::seconds(30));
     let code = totp_sha1(&secret, now(&app), 6);
@@ -437,7 +453,7 @@ async fn a_locked_user_cannot_pass_with_the_authenticator() {
         "user-locked",
     )
     .await;
-    // Once the lock has ended, a current code is accepted.
+    // ... until the lock ends.
     app.clock.advance(Duration::minutes(15));
     let code = totp_sha1(&secret, now(&app), 6);
     let response = verify(&app, &login, json!({"otp": code, "types": ["totp"]})).await;

@@ -1,0 +1,152 @@
+//! What an admin does to a user's access: set the password, lock, unlock,
+//! delete. A new password, a lock and a deletion end every session of the
+//! user in the same transaction (OWASP ASVS 3.3.3: a credential change
+//! terminates the other sessions), so an intruder holding a token is out at
+//! once.
+
+use chrono::{Duration, NaiveDateTime};
+
+use super::login::lock_user;
+use crate::db::sessions as session_rows;
+use crate::db::users::{self, UserChanges};
+use crate::db::{DbConnection, lockouts};
+use crate::error::ApiError;
+use crate::services::audit::{self, AuditKind, ClientInfo};
+use crate::services::{Core, parse_id};
+
+/// How long an admin's lock lasts: until an admin unlocks the user.
+const ADMIN_LOCK: Duration = Duration::days(365 * 100);
+
+/// Ends every live session of the user, each audited.
+pub fn end_sessions_of(
+    conn: &mut DbConnection,
+    user_id: &str,
+    client: &ClientInfo,
+    now: NaiveDateTime,
+) -> Result<usize, ApiError> {
+    let ended = session_rows::revoke_all_of_user(conn, user_id, now)?;
+    for session_id in &ended {
+        audit::record(
+            conn,
+            AuditKind::SessionRevoked,
+            Some(user_id),
+            Some(session_id),
+            client,
+            Some("account change"),
+            now,
+        )?;
+    }
+    Ok(ended.len())
+}
+
+/// `PUT /admin/users/{id}/password`: a new password (argon2id); every
+/// session of the user ends.
+pub async fn set_password(
+    core: &Core,
+    raw_user_id: &str,
+    password: String,
+    client: ClientInfo,
+) -> Result<(), ApiError> {
+    let user_id = parse_id(raw_user_id, "user")?;
+    let hasher = core.hasher.clone();
+    let hash = core
+        .blocking(move || hasher.hash(&password))
+        .await?
+        .map_err(ApiError::internal)?;
+    let now = core.now();
+    core.db
+        .write(move |conn| {
+            lock_user(conn, &user_id)?;
+            let changes = UserChanges {
+                password_hash: Some(Some(hash)),
+                updated_at: Some(now),
+                ..UserChanges::default()
+            };
+            users::update(conn, &user_id, &changes)?;
+            audit::record(
+                conn,
+                AuditKind::PasswordChanged,
+                Some(&user_id),
+                None,
+                &client,
+                None,
+                now,
+            )?;
+            end_sessions_of(conn, &user_id, &client, now)?;
+            Ok(())
+        })
+        .await
+}
+
+/// `POST /admin/users/{id}/lock`: the user cannot sign in until unlocked;
+/// every session ends.
+pub async fn lock(core: &Core, raw_user_id: &str, client: ClientInfo) -> Result<(), ApiError> {
+    let user_id = parse_id(raw_user_id, "user")?;
+    let now = core.now();
+    core.db
+        .write(move |conn| {
+            lock_user(conn, &user_id)?;
+            users::set_login_failures(conn, &user_id, 0, None, Some(now + ADMIN_LOCK))?;
+            audit::record(
+                conn,
+                AuditKind::UserLocked,
+                Some(&user_id),
+                None,
+                &client,
+                Some("admin"),
+                now,
+            )?;
+            end_sessions_of(conn, &user_id, &client, now)?;
+            Ok(())
+        })
+        .await
+}
+
+/// `POST /admin/users/{id}/unlock`: lifts every lock (the user's and each
+/// source's) and forgets the counted failures (password and second factor).
+pub async fn unlock(core: &Core, raw_user_id: &str, client: ClientInfo) -> Result<(), ApiError> {
+    let user_id = parse_id(raw_user_id, "user")?;
+    let now = core.now();
+    core.db
+        .write(move |conn| {
+            lock_user(conn, &user_id)?;
+            users::set_login_failures(conn, &user_id, 0, None, None)?;
+            users::set_second_factor_failures(conn, &user_id, 0, None, None)?;
+            lockouts::clear_user(conn, &user_id)?;
+            audit::record(
+                conn,
+                AuditKind::UserUnlocked,
+                Some(&user_id),
+                None,
+                &client,
+                None,
+                now,
+            )?;
+            Ok(())
+        })
+        .await
+}
+
+/// `DELETE /admin/users/{id}`: the user and (by the foreign keys) their
+/// sessions, codes and authenticators are gone; the deletion is audited.
+pub async fn delete(core: &Core, raw_user_id: &str, client: ClientInfo) -> Result<(), ApiError> {
+    let user_id = parse_id(raw_user_id, "user")?;
+    let now = core.now();
+    core.db
+        .write(move |conn| {
+            lock_user(conn, &user_id)?;
+            end_sessions_of(conn, &user_id, &client, now)?;
+            users::delete(conn, &user_id)?;
+            audit::record(
+                conn,
+                AuditKind::UserDeleted,
+                Some(&user_id),
+                None,
+                &client,
+                None,
+                now,
+            )?;
+            Ok(())
+        })
+        .await
+}
