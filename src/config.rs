@@ -45,6 +45,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "http://127.0.0.1:8080",
         "base URL of this server as clients see it",
     ),
+    (
+        "link_origins",
+        "the origin of public_url",
+        "comma-separated origins (scheme://host[:port]) a v2 sign-in link (urlTemplate) may point at, unless an admin token sets it",
+    ),
     ("log", "info", "log filter (tracing EnvFilter syntax)"),
     ("log_format", "text", "text or json"),
     ("max_body_bytes", "65536", "largest accepted request body"),
@@ -169,6 +174,9 @@ pub struct AuthSettings {
     pub otp_resend_cooldown_secs: i64,
     pub expose_otp: bool,
     pub totp_issuer: String,
+    /// The origins a sign-in link (`urlTemplate`) may point at, unless an
+    /// admin token sets it.
+    pub link_origins: Vec<url::Origin>,
     pub totp_skew_steps: u16,
     pub lockout_threshold: i32,
     /// Failures over all sources that lock the user for everyone.
@@ -329,6 +337,38 @@ impl Settings {
                 )));
             }
         }
+        let link_origins = {
+            let (value, key_origin) = match get("link_origins") {
+                Some(v) if !v.value.trim().is_empty() => (v.value.clone(), v.origin.clone()),
+                _ => (public_url.clone(), origin(raw, "public_url")),
+            };
+            let mut origins = Vec::new();
+            for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                match url::Url::parse(item) {
+                    Ok(parsed)
+                        if matches!(parsed.scheme(), "http" | "https")
+                            && parsed.host().is_some() =>
+                    {
+                        origins.push(parsed.origin())
+                    }
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{key_origin}: expected http(s) origins like https://login.example.com, got {item:?}"
+                        )));
+                    }
+                }
+            }
+            origins
+        };
+        let totp_issuer = text("totp_issuer", "Latchkey")?;
+        // The otpauth URI's label is `issuer:account`: a colon in the issuer
+        // would make every authenticator enrolment fail.
+        if totp_issuer.trim().is_empty() || totp_issuer.contains(':') {
+            return Err(ConfigError(format!(
+                "{}: must be a non-empty name without `:`, got {totp_issuer:?}",
+                origin(raw, "totp_issuer")
+            )));
+        }
         let log = text("log", "info")?;
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
             return Err(ConfigError(format!(
@@ -402,7 +442,8 @@ impl Settings {
             otp_max_attempts: number("otp_max_attempts", 5, 1, 100)? as i32,
             otp_resend_cooldown_secs: number("otp_resend_cooldown_secs", 30, 0, 3600)? as i64,
             expose_otp: flag("expose_otp", false)?,
-            totp_issuer: text("totp_issuer", "Latchkey")?,
+            totp_issuer,
+            link_origins,
             totp_skew_steps: number("totp_skew_steps", 1, 0, 10)? as u16,
             lockout_threshold: number("lockout_threshold", 10, 1, 1000)? as i32,
             lockout_user_threshold: number("lockout_user_threshold", 100, 1, 100_000)? as i32,

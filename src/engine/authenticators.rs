@@ -128,21 +128,12 @@ pub async fn enroll(
             Ok(user)
         })
         .await?;
-    let auth = &core.settings.auth;
-    let generator = totp::build(
-        &secret,
-        &auth.totp_issuer,
-        &user.login_name,
-        auth.totp_skew_steps,
-    )
-    .map_err(ApiError::internal)?;
-    let otpauth_uri = generator
-        .to_url()
-        .map_err(|e| ApiError::internal(format!("otpauth URI: {e}")))?;
+    let otpauth_uri = totp::key_uri(&secret, &core.settings.auth.totp_issuer, &user.login_name);
+    let qr_source = otpauth_uri.clone();
     let qr_png = core
-        .blocking(move || generator.to_qr_base64())
+        .blocking(move || totp::qr_png_base64(&qr_source))
         .await?
-        .map_err(|e| ApiError::internal(format!("QR code: {e}")))?;
+        .map_err(ApiError::internal)?;
     Ok(TotpEnrollment {
         secret: totp::base32(&secret),
         period: totp::PERIOD,

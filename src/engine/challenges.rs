@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::caller::Caller;
 use super::factors::CodeCheck;
 use super::login::{self, Secret};
+use crate::config::AuthSettings;
 use crate::db::DbConnection;
 use crate::db::applications;
 use crate::db::challenges::{self, ACCOUNT, ChallengeRow, LOGIN};
@@ -37,6 +38,45 @@ pub enum CodeDelivery {
     Mail { link_template: Option<String> },
     /// Returned to the (trusted) caller only.
     Return,
+}
+
+/// Where a sign-in link may point: the emailed link carries the user's
+/// code, so a link to anyone's host would hand that host the second
+/// factor. Only the operator's origins (`LATCHKEY_LINK_ORIGINS`, default the
+/// public URL's) are allowed; an admin token (a trusted backend) may set
+/// any. The placeholders are filled with neutral values first, so that one
+/// in the host (`https://{{.LoginName}}.example.net`) cannot pass.
+pub fn ensure_link_allowed(
+    settings: &AuthSettings,
+    caller_is_admin: bool,
+    template: &str,
+) -> Result<(), ApiError> {
+    if caller_is_admin {
+        return Ok(());
+    }
+    let filled = template
+        .replace("{{.Code}}", "000000")
+        .replace("{{.UserID}}", "user")
+        .replace("{{.LoginName}}", "name")
+        .replace("{{.SessionID}}", "session");
+    let allowed = url::Url::parse(&filled)
+        .ok()
+        .is_some_and(|link| settings.link_origins.contains(&link.origin()));
+    if allowed {
+        return Ok(());
+    }
+    let origins: Vec<String> = settings
+        .link_origins
+        .iter()
+        .map(|o| o.ascii_serialization())
+        .collect();
+    Err(ApiError::invalid_field(
+        "/challenges/otpEmail/sendCode/urlTemplate",
+        format!(
+            "urlTemplate must point at an allowed origin ({}); an operator adds origins with LATCHKEY_LINK_ORIGINS.",
+            origins.join(", ")
+        ),
+    ))
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.

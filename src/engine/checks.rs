@@ -17,7 +17,7 @@ use diesel::Connection;
 use uuid::Uuid;
 
 use super::caller::Caller;
-use super::challenges::CodeDelivery;
+use super::challenges::{self, CodeDelivery};
 use super::factors::{Attempt, CodeCheck, OtpType};
 use super::lifecycle::{self, NewSession};
 use super::login::{self, Secret, UserRef, find_user, lock_user, settle_success};
@@ -234,6 +234,12 @@ fn check_request(
     }
     if let Some(lifetime) = request.lifetime {
         lifecycle::check_lifetime(&core.settings.auth, caller, lifetime)?;
+    }
+    if let Some(CodeDelivery::Mail {
+        link_template: Some(template),
+    }) = &request.otp_email
+    {
+        challenges::ensure_link_allowed(&core.settings.auth, is_admin, template)?;
     }
     Ok(())
 }

@@ -26,6 +26,32 @@ pub fn build(secret: &[u8], issuer: &str, account_name: &str, skew: u16) -> Resu
         .map_err(|e| format!("TOTP: {e}"))
 }
 
+/// The Key Uri Format URI an authenticator app scans:
+/// `otpauth://totp/ISSUER:ACCOUNT?secret=…&issuer=ISSUER&algorithm=SHA1&digits=6&period=30`.
+/// The label's parts are percent-encoded (a `:` in a login name becomes
+/// `%3A`, so it cannot split the label), which totp-rs refuses to do.
+pub fn key_uri(secret: &[u8], issuer: &str, account_name: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    // Everything but RFC 3986's unreserved characters.
+    const LABEL: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let issuer = utf8_percent_encode(issuer, LABEL);
+    let account = utf8_percent_encode(account_name, LABEL);
+    format!(
+        "otpauth://totp/{issuer}:{account}?secret={}&issuer={issuer}&algorithm=SHA1&digits={DIGITS}&period={PERIOD}",
+        base32(secret)
+    )
+}
+
+/// A QR code of `uri` as a base64 PNG.
+pub fn qr_png_base64(uri: &str) -> Result<String, String> {
+    qrcodegen_image::draw_base64(uri)
+        .map_err(|_| "the otpauth URI is too long for a QR code".into())
+}
+
 /// A generator for checking codes only. The issuer and account name do not
 /// enter the code (RFC 6238), so neutral labels are used: a `:` in a login
 /// name or in the issuer setting cannot make a check fail.

@@ -142,6 +142,21 @@ fn a_bad_setting_stops_start_up_with_one_line() {
         "{message}"
     );
 
+    // Settings that would break a feature later stop start-up instead.
+    for (key, value) in [
+        ("LATCHKEY_TOTP_ISSUER", "Acme:Corp"),
+        ("LATCHKEY_LINK_ORIGINS", "not a url"),
+        ("LATCHKEY_LINK_ORIGINS", "ftp://files.example.com"),
+    ] {
+        let output = latchkey(&db, &["serve"], &[(key, value)]);
+        assert_eq!(output.status.code(), Some(2), "{key}={value}");
+        let message = stderr(&output);
+        assert!(
+            message.starts_with(&format!("latchkey: {key}:")),
+            "{message}"
+        );
+    }
+
     let output = latchkey(
         &db,
         &["migrate"],

@@ -459,3 +459,66 @@ async fn a_locked_user_cannot_pass_with_the_authenticator() {
     let response = verify(&app, &login, json!({"otp": code, "types": ["totp"]})).await;
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn a_colon_in_a_login_name_breaks_nothing() {
+    let app = spawn_app().await;
+    let entity = app.create_entity("1000").await;
+    let response = app
+        .post(
+            "/admin/users",
+            &json!({
+                "entityId": entity["id"],
+                "employeeNumber": "10000",
+                "displayName": "Ann",
+                "email": "ann@example.com",
+                "loginName": "ann:admin",
+                "password": "correct horse battery",
+            }),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let user = TestUser {
+        id: json(response).await["id"].as_str().unwrap().to_owned(),
+        login_name: "ann:admin".to_owned(),
+        password: "correct horse battery".to_owned(),
+    };
+    let login = verified_login(&app, &user).await;
+    let enrollment = enroll(&app, &login).await;
+    let uri = enrollment["otpauthUri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("otpauth://totp/Latchkey:ann%3Aadmin?"),
+        "{uri}"
+    );
+    let secret = base32_decode(enrollment["secret"].as_str().unwrap());
+    assert_eq!(
+        confirm(&app, &login, &totp_sha1(&secret, now(&app), 6))
+            .await
+            .status(),
+        204
+    );
+    // Wrong email codes are still counted (no 5xx rolls them back).
+    let login = app.login(&user).await;
+    let path = format!("/sessions/{}", login.session_id);
+    let sent = app
+        .with_token(Method::PUT, &path, &login.token)
+        .json(&json!({"userId": user.id, "passedLoginOTP": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    for _ in 0..5 {
+        assert_error(
+            verify(&app, &login, json!({"otp": "00000a", "types": ["login"]})).await,
+            404,
+            "otp-invalid",
+        )
+        .await;
+    }
+    assert_error(
+        verify(&app, &login, json!({"otp": "000000", "types": ["login"]})).await,
+        429,
+        "otp-attempts-exceeded",
+    )
+    .await;
+}

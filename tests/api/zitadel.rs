@@ -3,7 +3,10 @@ use latchkey::clock::Clock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, assert_error, json, pointers, spawn_app};
+use crate::helpers::{
+    TestApp, TestDatabase, TestUser, assert_error, json, pointers, spawn_app, spawn_app_with,
+};
+use crate::smtp::SmtpServer;
 use crate::totp::{enrolled, totp_sha1, verified_login};
 
 pub async fn create(app: &TestApp, token: Option<&str>, body: Value) -> reqwest::Response {
@@ -181,7 +184,12 @@ async fn creation_rules_and_authorization() {
 
 #[tokio::test]
 async fn email_code_challenge_and_check_with_rotating_tokens() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(
+        std::sync::Arc::new(TestDatabase::new()),
+        SmtpServer::start(),
+        &[("LATCHKEY_LINK_ORIGINS", "https://app.example.com")],
+    )
+    .await;
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let (session_id, first_token) = v2_login(&app, &user).await;
 
@@ -605,4 +613,56 @@ async fn authenticator_and_recovery_code_checks() {
         "otp-invalid",
     )
     .await;
+}
+
+#[tokio::test]
+async fn sign_in_links_point_only_at_allowed_origins() {
+    let app = spawn_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let send = |template: &str| {
+        let mut body = login_checks(&user);
+        body["challenges"] = json!({"otpEmail": {"sendCode": {"urlTemplate": template}}});
+        body
+    };
+    for foreign in [
+        "https://attacker.example.net/c?code={{.Code}}",
+        "https://{{.LoginName}}.example.net/c?code={{.Code}}",
+        "http://127.0.0.1:8081/c?code={{.Code}}",
+        "https://127.0.0.1:8080/c?code={{.Code}}",
+    ] {
+        let errors = assert_error(
+            create(&app, None, send(foreign)).await,
+            422,
+            "validation-failed",
+        )
+        .await;
+        assert_eq!(
+            errors[0]["source"]["pointer"], "/challenges/otpEmail/sendCode/urlTemplate",
+            "{foreign}"
+        );
+        assert!(
+            errors[0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("http://127.0.0.1:8080"),
+            "{errors:?}"
+        );
+    }
+    // Nothing was sent, nothing was made.
+    assert!(app.smtp.received().is_empty());
+    // The public URL's origin is allowed by default ...
+    let own = "http://127.0.0.1:8080/verify?code={{.Code}}";
+    assert_eq!(create(&app, None, send(own)).await.status(), 201);
+    // ... and an admin token may point anywhere.
+    let mut admin_body = send("https://partner.example.org/c?code={{.Code}}");
+    admin_body["checks"]
+        .as_object_mut()
+        .unwrap()
+        .remove("password");
+    assert_eq!(
+        create(&app, Some(&app.admin_token), admin_body)
+            .await
+            .status(),
+        201
+    );
 }
