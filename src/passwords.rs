@@ -32,16 +32,31 @@ impl PasswordHasher {
     }
 
     /// A PHC string (`$argon2id$v=19$m=…`) with a fresh random salt.
+    /// Hashes the secret as prepared by RFC 8265's OpaqueString profile.
     pub fn hash(&self, secret: &str) -> Result<String, HashError> {
+        let prepared =
+            crate::domain::opaque_secret(secret).unwrap_or(std::borrow::Cow::Borrowed(secret));
         self.argon2()
-            .hash_password(secret.as_bytes())
+            .hash_password(prepared.as_bytes())
             .map(|hash| hash.to_string())
             .map_err(|e| HashError(e.to_string()))
     }
 
     /// Verifies against a stored PHC string; the parameters stored in the
     /// hash are used, so raising the cost later keeps old hashes valid.
+    /// The secret is compared as OpaqueString prepares it; where that
+    /// changes it (non-ASCII spaces, decomposed letters), the raw form is
+    /// tried as well, for hashes made before secrets were prepared.
     pub fn verify(&self, secret: &str, stored: &str) -> bool {
+        match crate::domain::opaque_secret(secret) {
+            Ok(prepared) if prepared != secret => {
+                self.verify_exact(&prepared, stored) || self.verify_exact(secret, stored)
+            }
+            _ => self.verify_exact(secret, stored),
+        }
+    }
+
+    fn verify_exact(&self, secret: &str, stored: &str) -> bool {
         match PasswordHash::new(stored) {
             Ok(hash) => self
                 .argon2()

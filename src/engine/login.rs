@@ -40,9 +40,9 @@ use crate::db::DbConnection;
 use crate::db::applications;
 use crate::db::lockouts::{self, LockoutRow};
 use crate::db::users::{self, UserRow};
+use crate::domain::LoginName;
 use crate::error::{ApiError, ErrorCode};
 use crate::services::audit::{self, AuditKind, ClientInfo};
-use crate::services::users::normalize_login_name;
 use crate::services::{Core, parse_id, to_utc};
 
 /// Which stored secret a check is against.
@@ -70,7 +70,9 @@ impl UserRef {
     /// Whether this names `user`.
     pub fn names(&self, user: &UserRow) -> bool {
         match self {
-            Self::LoginName(name) => normalize_login_name(name) == user.login_name,
+            Self::LoginName(name) => {
+                LoginName::parse(name).is_ok_and(|name| name.as_str() == user.login_name)
+            }
             Self::UserId(id) => id.eq_ignore_ascii_case(&user.id),
             Self::Employee {
                 employee_number, ..
@@ -81,7 +83,11 @@ impl UserRef {
 
 pub fn find_user(conn: &mut DbConnection, user: &UserRef) -> Result<Option<UserRow>, ApiError> {
     Ok(match user {
-        UserRef::LoginName(name) => users::find_by_login_name(conn, &normalize_login_name(name))?,
+        // A name the profile refuses names nobody.
+        UserRef::LoginName(name) => match LoginName::parse(name) {
+            Ok(name) => users::find_by_login_name(conn, name.as_str())?,
+            Err(_) => None,
+        },
         UserRef::Employee {
             entity_number,
             employee_number,

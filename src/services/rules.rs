@@ -51,9 +51,13 @@ pub const APPLICATION_NUMBER: Rule = Rule::new(
 pub const NAME: Rule = Rule::new(
     name,
     None,
-    "1 to 200 characters, not blank, no control characters",
+    "1 to 200 characters, no control or invisible characters (RFC 8266 Nickname)",
 );
-pub const LOGIN_NAME: Rule = Rule::new(login_name, None, "1 to 254 characters without spaces");
+pub const LOGIN_NAME: Rule = Rule::new(
+    login_name,
+    None,
+    "a user name without spaces, compared as RFC 8265 UsernameCaseMapped prepares it",
+);
 pub const EMAIL: Rule = Rule::new(email, None, "an email address like name@example.com");
 pub const PREFERRED_LANGUAGE: Rule = Rule::new(preferred_language, Some("^(en|de)$"), "en or de");
 pub const PASSWORD: Rule = Rule::new(password, None, "8 to 128 characters");
@@ -141,22 +145,15 @@ pub fn application_number(value: &str) -> Result<(), String> {
     }
 }
 
-/// A human name: 1 to 200 characters, not blank, no control characters.
+/// A display name (RFC 8266 Nickname): 1 to 200 characters, no control or
+/// invisible characters.
 pub fn name(value: &str) -> Result<(), String> {
-    if !value.trim().is_empty() && all_chars(value, 1, 200, |c| !c.is_control()) {
-        Ok(())
-    } else {
-        Err("must be 1 to 200 characters, not blank, without control characters".into())
-    }
+    crate::domain::display_name(value).map(drop)
 }
 
-/// 1 to 254 characters without spaces or control characters.
+/// A login name (RFC 8265 UsernameCaseMapped), at most 254 characters.
 pub fn login_name(value: &str) -> Result<(), String> {
-    if all_chars(value, 1, 254, |c| !c.is_whitespace() && !c.is_control()) {
-        Ok(())
-    } else {
-        Err("must be 1 to 254 characters without spaces".into())
-    }
+    crate::domain::LoginName::parse(value).map(drop)
 }
 
 /// A plain mailbox `local@domain.tld`; deliverability is the mail relay's business.
@@ -187,8 +184,9 @@ pub fn preferred_language(value: &str) -> Result<(), String> {
     }
 }
 
-/// 8 to 128 characters.
+/// 8 to 128 characters, no control characters (RFC 8265 OpaqueString).
 pub fn password(value: &str) -> Result<(), String> {
+    crate::domain::opaque_secret(value)?;
     let count = value.chars().count();
     if (8..=128).contains(&count) {
         Ok(())

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::{Core, Page, Paged, parse_id, to_utc};
 use crate::db::users::{self as rows, UserChanges, UserRow};
 use crate::db::{entities, violates_unique};
+use crate::domain::LoginName;
 use crate::error::ApiError;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -71,9 +72,18 @@ pub struct UserPatch {
     pub preferred_language: Option<String>,
 }
 
-/// Login names are matched case-insensitively, so they are stored folded.
-pub fn normalize_login_name(login_name: &str) -> String {
-    login_name.trim().to_lowercase()
+/// Login names are stored as RFC 8265 UsernameCaseMapped enforces them,
+/// so that names that look alike are one name (a second one is a 409).
+fn login_name(raw: &str) -> Result<String, ApiError> {
+    LoginName::parse(raw)
+        .map(LoginName::into_string)
+        .map_err(|why| ApiError::invalid_field("/loginName", format!("loginName {why}.")))
+}
+
+/// Display names are stored as RFC 8266 Nickname enforces them.
+fn display_name(raw: &str) -> Result<String, ApiError> {
+    crate::domain::display_name(raw)
+        .map_err(|why| ApiError::invalid_field("/displayName", format!("displayName {why}.")))
 }
 
 fn map_write_error(err: diesel::result::Error) -> ApiError {
@@ -107,10 +117,11 @@ pub async fn create(core: &Core, input: NewUser) -> Result<User, ApiError> {
     let login_name = input
         .login_name
         .or_else(|| input.email.clone())
-        .map(|name| normalize_login_name(&name))
         .ok_or_else(|| {
             ApiError::invalid_field("/loginName", "is required when the user has no email")
-        })?;
+        })
+        .and_then(|name| login_name(&name))?;
+    let display_name = display_name(&input.display_name)?;
     let now = core.now();
     let entity = input.entity;
     let mut row = UserRow {
@@ -119,7 +130,7 @@ pub async fn create(core: &Core, input: NewUser) -> Result<User, ApiError> {
         employee_number: input.employee_number,
         login_name,
         email: input.email,
-        display_name: input.display_name,
+        display_name,
         preferred_language: input.preferred_language.unwrap_or_else(|| "en".to_owned()),
         password_hash,
         pin_hash: None,
@@ -190,9 +201,12 @@ pub async fn update(core: &Core, raw_id: &str, patch: UserPatch) -> Result<User,
     let id = parse_id(raw_id, "user")?;
     let changes = UserChanges {
         employee_number: patch.employee_number,
-        login_name: patch.login_name.map(|name| normalize_login_name(&name)),
+        login_name: patch.login_name.map(|name| login_name(&name)).transpose()?,
         email: patch.email,
-        display_name: patch.display_name,
+        display_name: patch
+            .display_name
+            .map(|name| display_name(&name))
+            .transpose()?,
         preferred_language: patch.preferred_language,
         password_hash: None,
         updated_at: Some(core.now()),

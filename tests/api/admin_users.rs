@@ -265,3 +265,55 @@ async fn users_are_listed_by_entity_and_paginated() {
     .await;
     assert_eq!(errors[0]["source"]["parameter"], "entityId");
 }
+
+#[tokio::test]
+async fn names_that_look_alike_are_one_user() {
+    let app = spawn_app().await;
+    let entity = app.create_entity("1000").await;
+    let create = |employee: &str, login_name: &str, display_name: &str| {
+        let body = serde_json::json!({
+            "entityId": entity["id"],
+            "employeeNumber": employee,
+            "displayName": display_name,
+            "loginName": login_name,
+            "password": "correct horse battery",
+        });
+        let app = &app;
+        async move { app.post("/admin/users", &body).await }
+    };
+    // Composed ü.
+    let first = create("10000", "j\u{00fc}rgen", "J\u{00fc}rgen").await;
+    assert_eq!(first.status(), 201);
+    assert_eq!(
+        json(first).await["loginName"],
+        "j\u{00fc}rgen",
+        "stored in its enforced form"
+    );
+    // Decomposed, full-width and upper-case spellings are the same name.
+    for same in ["ju\u{0308}rgen", "\u{ff2a}\u{00fc}rgen", "J\u{00dc}RGEN"] {
+        let errors = assert_error(create("10001", same, "Other").await, 409, "conflict").await;
+        assert_eq!(errors[0]["source"]["pointer"], "/loginName", "{same:?}");
+    }
+    // ... and log in as the one user.
+    let login = app
+        .login_response(&serde_json::json!({"loginName": "ju\u{0308}rgen", "password": "correct horse battery"}))
+        .await;
+    assert_eq!(login.status(), 201);
+    // Invisible and control characters are refused, in names and display names.
+    for (login_name, display_name, pointer) in [
+        ("ann\u{200b}", "Ann", "/loginName"),
+        ("ann", "Ann\u{202e}", "/displayName"),
+        ("ann", "Ann\u{200b}", "/displayName"),
+    ] {
+        let errors = assert_error(
+            create("10002", login_name, display_name).await,
+            422,
+            "validation-failed",
+        )
+        .await;
+        assert_eq!(
+            errors[0]["source"]["pointer"], pointer,
+            "{login_name:?} {display_name:?}"
+        );
+    }
+}
