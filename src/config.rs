@@ -50,6 +50,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "the origin of public_url",
         "comma-separated origins (scheme://host[:port]) a v2 sign-in link (urlTemplate) may point at, unless an admin token sets it",
     ),
+    (
+        "master_key",
+        "unset: <data dir>/master.key, made at the first start",
+        "64 hex digits: the key outside the database that seals the signing keys and the OTP secret (the same on every node)",
+    ),
     ("log", "info", "log filter (tracing EnvFilter syntax)"),
     ("log_format", "text", "text or json"),
     ("max_body_bytes", "65536", "largest accepted request body"),
@@ -198,6 +203,9 @@ pub struct Settings {
     pub mail_from: String,
     pub issuer: String,
     pub public_url: String,
+    /// `LATCHKEY_MASTER_KEY` (64 hex digits); unset: the key file in the
+    /// data dir.
+    pub master_key: Option<crate::master_key::MasterKey>,
     pub log: String,
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
@@ -369,6 +377,14 @@ impl Settings {
                 origin(raw, "totp_issuer")
             )));
         }
+        let master_key = match get("master_key") {
+            None => None,
+            Some(v) if v.value.trim().is_empty() => None,
+            Some(v) => Some(
+                crate::master_key::MasterKey::from_hex(&v.value)
+                    .map_err(|why| ConfigError(format!("{}: {why}", v.origin)))?,
+            ),
+        };
         let log = text("log", "info")?;
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
             return Err(ConfigError(format!(
@@ -467,6 +483,7 @@ impl Settings {
             mail_from,
             issuer,
             public_url,
+            master_key,
             log,
             log_format,
             max_body_bytes,
@@ -476,6 +493,13 @@ impl Settings {
             auth,
             argon2,
         })
+    }
+
+    /// Creates the data dir if needed and makes it private (0700): it holds
+    /// the SQLite file, the mail and the master key file.
+    pub fn secure_data_dir(&self) -> std::io::Result<()> {
+        create_private_dir(&self.data_dir)?;
+        make_private_mode(&self.data_dir, 0o700)
     }
 
     /// Where `.eml` files go when no SMTP relay is configured.
@@ -549,6 +573,34 @@ fn read_toml(path: &Path, raw: &mut BTreeMap<&'static str, RawValue>) -> Result<
             },
         );
     }
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) when it does not exist, private to the
+/// server's user (0700): it holds the SQLite file, mail or the master key.
+/// A folder that exists is left as it is (it may be the operator's, like
+/// `/tmp`); the data dir itself is tightened by [`Settings::secure_data_dir`].
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    make_private_mode(dir, 0o700)
+}
+
+/// Makes a file readable by the server's user only (0600).
+pub fn make_private(file: &Path) -> std::io::Result<()> {
+    make_private_mode(file, 0o600)
+}
+
+#[cfg(unix)]
+fn make_private_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn make_private_mode(_: &Path, _: u32) -> std::io::Result<()> {
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod mailer;
+pub mod master_key;
 pub mod otp;
 pub mod passwords;
 pub mod routes;

@@ -109,9 +109,16 @@ async fn run(command: Command, settings: Settings) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             db.migrate().map_err(|e| e.to_string())?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let master = latchkey::master_key::MasterKey::load(
+                settings.master_key.as_ref(),
+                &settings.data_dir,
+            )?;
             let mut conn = db.pool().get().map_err(|e| e.to_string())?;
-            let kid =
-                tokens::rotate_signing_key(&mut conn, clock.as_ref()).map_err(|e| e.to_string())?;
+            let kid = tokens::rotate_signing_key(
+                &mut conn,
+                clock.as_ref(),
+                &tokens::signing_key_sealer(&master),
+            )?;
             eprintln!(
                 "latchkey: new signing key {kid} is current; running servers pick it up within 60 s"
             );

@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::db::server_secrets;
 use crate::db::{Db, DbSetupError};
 use crate::mailer::Mailer;
+use crate::master_key::{MasterKey, Sealer};
 use crate::otp::OtpKey;
 use crate::otp::sealed::SecretBox;
 use crate::passwords::PasswordHasher;
@@ -71,6 +72,15 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
     );
     let clock = deps.clock;
     let key_clock = clock.clone();
+    settings.secure_data_dir().map_err(|e| {
+        StartupError::Keys(format!(
+            "cannot prepare the data dir {}: {e}",
+            settings.data_dir.display()
+        ))
+    })?;
+    let master = MasterKey::load(settings.master_key.as_ref(), &settings.data_dir)
+        .map_err(StartupError::Keys)?;
+    let key_sealer = tokens::signing_key_sealer(&master);
     let db = tokio::task::spawn_blocking(move || -> Result<Db, StartupError> {
         let db = Db::connect(backend, &url, pool_size)?;
         db.migrate()?;
@@ -78,8 +88,8 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
             .pool()
             .get()
             .map_err(|e| StartupError::Keys(e.to_string()))?;
-        tokens::ensure_signing_key(&mut conn, key_clock.as_ref())
-            .map_err(|e| StartupError::Keys(e.to_string()))?;
+        tokens::ensure_signing_key(&mut conn, key_clock.as_ref(), &key_sealer)
+            .map_err(StartupError::Keys)?;
         Ok(db)
     })
     .await
@@ -87,7 +97,7 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
 
     let cpu_pool = CpuPool::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
         .map_err(|e| StartupError::Hasher(format!("cannot start the hashing threads: {e}")))?;
-    let otp_key = load_otp_key(&db, &settings, clock.as_ref()).await?;
+    let otp_key = load_otp_key(&db, &settings, &master, clock.as_ref()).await?;
     let rate_limiter = RateLimiter::new(settings.auth.rate_limit_per_minute);
     let code_box = SecretBox::new(otp_key.derive("outbox code encryption v1"));
     let mailer = Mailer::new(&settings, code_box).map_err(|e| StartupError::Mail(e.to_string()))?;
@@ -101,9 +111,14 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
     .await
     .map_err(|e| StartupError::Hasher(e.to_string()))?
     .map_err(|e| StartupError::Hasher(e.to_string()))?;
-    let tokens = TokenService::load(db.clone(), settings.issuer.clone(), clock.clone())
-        .await
-        .map_err(|e| StartupError::Keys(e.to_string()))?;
+    let tokens = TokenService::load(
+        db.clone(),
+        settings.issuer.clone(),
+        clock.clone(),
+        tokens::signing_key_sealer(&master),
+    )
+    .await
+    .map_err(|_| wrong_master_key())?;
     let mailer = Arc::new(mailer);
     let rules = Arc::new(Rules {
         settings: settings.auth.clone(),
@@ -125,25 +140,56 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
     })
 }
 
+fn wrong_master_key() -> StartupError {
+    StartupError::Keys(
+        "the database's keys are sealed with another master key: start with the \
+         LATCHKEY_MASTER_KEY (or the <data dir>/master.key file) this database was made with"
+            .to_owned(),
+    )
+}
+
 /// The OTP HMAC key: LATCHKEY_SECRET when set, else a random secret kept
-/// in the database so that every instance on it agrees.
+/// in the database, sealed under the master key, so that every instance on
+/// it agrees. A secret stored in the clear by an earlier version is sealed
+/// now.
 async fn load_otp_key(
     db: &Db,
     settings: &Settings,
+    master: &MasterKey,
     clock: &dyn Clock,
 ) -> Result<OtpKey, StartupError> {
+    const NAME: &str = "otp_hmac";
     let secret = match &settings.auth.secret {
         Some(secret) => secret.as_bytes().to_vec(),
         None => {
             let now = clock.now().naive_utc();
+            let sealer = master.sealer("server secrets v1");
             db.run(move |conn| {
-                server_secrets::get_or_create(
+                let mut sealing_failed = None;
+                let stored = server_secrets::get_or_create(
                     conn,
-                    "otp_hmac",
-                    || rand::random::<[u8; 32]>().to_vec(),
+                    NAME,
+                    || {
+                        sealer
+                            .seal(NAME, &rand::random::<[u8; 32]>())
+                            .unwrap_or_else(|e| {
+                                sealing_failed = Some(e);
+                                Vec::new()
+                            })
+                    },
                     now,
                 )
-                .map_err(|e| StartupError::Keys(format!("the OTP secret: {e}")))
+                .map_err(|e| StartupError::Keys(format!("the OTP secret: {e}")))?;
+                if let Some(why) = sealing_failed {
+                    return Err(StartupError::Keys(format!("the OTP secret: {why}")));
+                }
+                if Sealer::is_raw(&stored, 32) {
+                    let sealed = sealer.seal(NAME, &stored).map_err(StartupError::Keys)?;
+                    server_secrets::set(conn, NAME, &sealed)
+                        .map_err(|e| StartupError::Keys(format!("the OTP secret: {e}")))?;
+                    return Ok(stored);
+                }
+                sealer.open(NAME, &stored).map_err(|_| wrong_master_key())
             })
             .await?
         }

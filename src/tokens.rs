@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::db::signing_keys::{self, SigningKeyRow};
 use crate::db::{Db, DbConnection};
 use crate::error::ApiError;
+use crate::master_key::{MasterKey, Sealer};
 
 pub const ADMIN_SCOPE: &str = "admin";
 const LEEWAY_SECS: i64 = 1;
@@ -68,11 +69,19 @@ struct KeyRing {
 }
 
 impl KeyRing {
-    fn from_rows(rows: Vec<SigningKeyRow>) -> Result<Self, ApiError> {
+    /// Opens each sealed key; a key that does not open means the server
+    /// runs with another master key than the one that sealed it.
+    fn from_rows(rows: Vec<SigningKeyRow>, sealer: &Sealer) -> Result<Self, ApiError> {
         let keys = rows
             .into_iter()
             .map(|row| {
-                let seed: [u8; 32] = row.private_key.as_slice().try_into().map_err(|_| {
+                let seed = sealer.open(&row.kid, &row.private_key).map_err(|_| {
+                    ApiError::internal(format!(
+                        "signing key {} does not open with this master key",
+                        row.kid
+                    ))
+                })?;
+                let seed: [u8; 32] = seed.as_slice().try_into().map_err(|_| {
                     ApiError::internal(format!("signing key {} is not a 32-byte seed", row.kid))
                 })?;
                 let der = SigningKey::from_bytes(&seed)
@@ -105,31 +114,52 @@ pub struct TokenService {
     clock: Arc<dyn Clock>,
     ring: RwLock<Arc<KeyRing>>,
     last_reload: RwLock<Instant>,
+    /// Opens the sealed signing keys (under the master key).
+    sealer: Sealer,
 }
 
-/// Creates the first signing key if there is none.
-pub fn ensure_signing_key(conn: &mut DbConnection, clock: &dyn Clock) -> diesel::QueryResult<()> {
-    if signing_keys::all(conn)?.is_empty() {
-        rotate_signing_key(conn, clock)?;
+/// The sealer of signing keys under the master key.
+pub fn signing_key_sealer(master: &MasterKey) -> Sealer {
+    master.sealer("signing keys v1")
+}
+
+/// Creates the first signing key if there is none, and seals keys stored
+/// in the clear by an earlier version (a 32-byte seed).
+pub fn ensure_signing_key(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    sealer: &Sealer,
+) -> Result<(), String> {
+    let rows = signing_keys::all(conn).map_err(|e| e.to_string())?;
+    if rows.is_empty() {
+        rotate_signing_key(conn, clock, sealer)?;
+    }
+    for row in rows {
+        if Sealer::is_raw(&row.private_key, 32) {
+            let sealed = sealer.seal(&row.kid, &row.private_key)?;
+            signing_keys::set_private_key(conn, &row.kid, &sealed).map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }
 
-/// Adds a new current signing key; older keys keep verifying.
+/// Adds a new current signing key, sealed; older keys keep verifying.
 pub fn rotate_signing_key(
     conn: &mut DbConnection,
     clock: &dyn Clock,
-) -> diesel::QueryResult<String> {
+    sealer: &Sealer,
+) -> Result<String, String> {
     let seed: [u8; 32] = rand::random();
     let signing_key = SigningKey::from_bytes(&seed);
+    let kid = Uuid::new_v4().simple().to_string();
     let row = SigningKeyRow {
-        kid: Uuid::new_v4().simple().to_string(),
+        private_key: sealer.seal(&kid, &seed)?,
+        kid,
         algorithm: "EdDSA".to_owned(),
-        private_key: seed.to_vec(),
         public_key: signing_key.verifying_key().to_bytes().to_vec(),
         created_at: clock.now().naive_utc(),
     };
-    signing_keys::insert(conn, &row)?;
+    signing_keys::insert(conn, &row).map_err(|e| e.to_string())?;
     Ok(row.kid)
 }
 
@@ -140,16 +170,22 @@ fn unauthorized(detail: &str) -> ApiError {
 }
 
 impl TokenService {
-    pub async fn load(db: Db, issuer: String, clock: Arc<dyn Clock>) -> Result<Self, ApiError> {
+    pub async fn load(
+        db: Db,
+        issuer: String,
+        clock: Arc<dyn Clock>,
+        sealer: Sealer,
+    ) -> Result<Self, ApiError> {
         let rows = db
             .run(|conn| Ok::<_, ApiError>(signing_keys::all(conn)?))
             .await?;
         Ok(Self {
+            ring: RwLock::new(Arc::new(KeyRing::from_rows(rows, &sealer)?)),
+            sealer,
             verified: Mutex::new(HashMap::new()),
             issuer,
             db,
             clock,
-            ring: RwLock::new(Arc::new(KeyRing::from_rows(rows)?)),
             // The first unknown kid may reload at once.
             last_reload: RwLock::new(
                 Instant::now()
@@ -172,7 +208,7 @@ impl TokenService {
             .db
             .run(|conn| Ok::<_, ApiError>(signing_keys::all(conn)?))
             .await?;
-        let ring = Arc::new(KeyRing::from_rows(rows)?);
+        let ring = Arc::new(KeyRing::from_rows(rows, &self.sealer)?);
         match self.ring.write() {
             Ok(mut slot) => *slot = ring,
             Err(poisoned) => *poisoned.into_inner() = ring,

@@ -145,8 +145,17 @@ impl Db {
             .parent()
             .filter(|p| !p.as_os_str().is_empty());
         if let (Backend::Sqlite, Some(parent)) = (backend, sqlite_folder) {
-            std::fs::create_dir_all(parent)
+            crate::config::create_private_dir(parent)
                 .map_err(|e| DbSetupError::Folder(parent.display().to_string(), e))?;
+        }
+        if backend == Backend::Sqlite {
+            // Made 0600 before SQLite opens it: SQLite gives its -wal and
+            // -shm files the same mode.
+            match crate::master_key::write_new_private_file(Path::new(url), b"") {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(DbSetupError::Folder(url.to_owned(), e)),
+            }
         }
         let manager = ConnectionManager::new(backend, url);
         manager

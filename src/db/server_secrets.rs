@@ -39,3 +39,10 @@ pub fn get_or_create(
         Err(e) => Err(e),
     }
 }
+
+/// Replaces a secret's stored value (sealing one stored in the clear).
+pub fn set(conn: &mut DbConnection, name: &str, value: &[u8]) -> QueryResult<usize> {
+    diesel::update(server_secrets::table.find(name))
+        .set(server_secrets::value.eq(value))
+        .execute(conn)
+}

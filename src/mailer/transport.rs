@@ -9,7 +9,8 @@ use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, To
 
 pub enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Files(AsyncFileTransport<Tokio1Executor>),
+    /// `.eml` files in the folder (kept to restrict each file written).
+    Files(AsyncFileTransport<Tokio1Executor>, std::path::PathBuf),
 }
 
 /// Why a send failed, in words an operator can act on.
@@ -53,9 +54,9 @@ impl Transport {
     }
 
     pub fn files(dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(dir)
+        crate::config::create_private_dir(dir)
             .map_err(|e| format!("cannot create the mail folder {}: {e}", dir.display()))?;
-        Ok(Self::Files(AsyncFileTransport::new(dir)))
+        Ok(Self::Files(AsyncFileTransport::new(dir), dir.to_path_buf()))
     }
 
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
@@ -65,10 +66,17 @@ impl Transport {
                 .await
                 .map(drop)
                 .map_err(describe_smtp_error),
-            Self::Files(files) => files.send(message).await.map(drop).map_err(|e| SendError {
-                permanent: false,
-                message: format!("writing the .eml file failed: {e}"),
-            }),
+            Self::Files(files, dir) => {
+                let id = files.send(message).await.map_err(|e| SendError {
+                    permanent: false,
+                    message: format!("writing the .eml file failed: {e}"),
+                })?;
+                // A mail holds a code: only the server's user may read it.
+                crate::config::make_private(&dir.join(format!("{id}.eml"))).map_err(|e| SendError {
+                    permanent: false,
+                    message: format!("restricting the .eml file failed: {e}"),
+                })
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ mod concurrency;
 mod engine;
 mod errors;
 mod helpers;
+mod keys;
 mod mail;
 mod openapi;
 mod ops;
