@@ -572,3 +572,46 @@ async fn a_right_authenticator_code_costs_the_email_code_nothing() {
     assert_eq!(count(&kinds, "otp_failed"), 0, "{kinds:?}");
     assert_eq!(count(&kinds, "session_verified"), 2, "{kinds:?}");
 }
+
+#[tokio::test]
+async fn new_sessions_bring_no_new_code_guesses() {
+    let app = parallel_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let mut wrong_codes = 0;
+    for round in 0..2 {
+        let login = app.login(&user).await;
+        let sent = app
+            .with_token(
+                Method::PUT,
+                &format!("/sessions/{}", login.session_id),
+                &login.token,
+            )
+            .json(&json!({"userId": user.id, "passedLoginOTP": false}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 200);
+        let code = app.smtp.wait_for(round + 1).await[round].code();
+        let wrong = if code == "000000" { "000001" } else { "000000" };
+        for _ in 0..CODE_ATTEMPTS {
+            let response = app
+                .with_token(Method::POST, "/user/otp/verify", &login.token)
+                .json(&json!({"otp": wrong, "types": ["login"]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 404);
+            wrong_codes += 1;
+        }
+    }
+    // Ten wrong codes over two sessions spend the user's second-factor
+    // budget: the account is locked, a third session is not opened.
+    assert_eq!(wrong_codes, THRESHOLD);
+    assert!(counters(&app, &user.id).2, "locked");
+    assert_error(
+        login_request(&app, &user, &user.password).await,
+        429,
+        "user-locked",
+    )
+    .await;
+}
