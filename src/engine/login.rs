@@ -322,8 +322,7 @@ pub async fn login(
     input: LoginInput,
     client: ClientInfo,
 ) -> Result<LoginResult, ApiError> {
-    core.rate_limiter
-        .check(client.ip.as_deref(), core.clock.now())?;
+    core.rate_limiter.check(client.ip, core.clock.now())?;
     let lookup = input.user.clone();
     let user = core.db.run(move |conn| find_user(conn, &lookup)).await?;
     let matched = check_secret(

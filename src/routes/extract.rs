@@ -781,7 +781,7 @@ impl FromRequest for ClientInfo {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let ip = req.peer_addr().map(|addr| addr.ip().to_string());
+        let ip = req.peer_addr().map(|addr| addr.ip());
         let user_agent = req
             .headers()
             .get(actix_web::http::header::USER_AGENT)

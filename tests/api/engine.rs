@@ -14,7 +14,7 @@ use crate::helpers::{TestApp, TestUser, spawn_app};
 
 fn client() -> ClientInfo {
     ClientInfo {
-        ip: Some("192.0.2.1".into()),
+        ip: Some("192.0.2.1".parse().unwrap()),
         user_agent: Some("engine test".into()),
     }
 }
