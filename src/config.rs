@@ -3,8 +3,10 @@
 //! with one line naming the setting and what is wrong with it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
 
 /// Every setting: its key (the TOML key; the environment variable is
 /// `LATCHKEY_` + the key in upper case), its default as text, and what it is.
@@ -58,6 +60,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("log", "info", "log filter (tracing EnvFilter syntax)"),
     ("log_format", "text", "text or json"),
     ("max_body_bytes", "65536", "largest accepted request body"),
+    (
+        "trusted_proxies",
+        "empty: the TCP peer is the client",
+        "comma-separated CIDRs of reverse proxies whose Forwarded / X-Forwarded-For is believed",
+    ),
     ("workers", "number of cores", "HTTP worker threads"),
     (
         "templates_dir",
@@ -131,7 +138,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "rate_limit_per_minute",
         "60",
-        "requests per client IP and minute on login and OTP calls; 0 is off",
+        "requests per client (IPv4 address or IPv6 /64) and minute on login, OTP and PIN calls; 0 is off",
     ),
     (
         "argon2_memory_kib",
@@ -209,11 +216,59 @@ pub struct Settings {
     pub log: String,
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
+    pub trusted_proxies: TrustedProxies,
     pub workers: Option<usize>,
     pub templates_dir: Option<PathBuf>,
     pub outbox: OutboxSettings,
     pub auth: AuthSettings,
     pub argon2: Argon2Settings,
+}
+
+/// The reverse proxies allowed to name the client of a request (see
+/// `crate::routes::forwarded`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Comma-separated CIDRs (`10.0.0.0/8, 2001:db8::/32`); a bare address
+    /// is that one host. Empty: no proxy is trusted.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            let net = if item.contains('/') {
+                item.parse::<IpNet>().map_err(|_| not_a_cidr(item))?
+            } else {
+                IpNet::from(item.parse::<IpAddr>().map_err(|_| not_a_cidr(item))?)
+            };
+            // `10.0.0.1/8` is most likely a typo; trusting a whole /8 by
+            // accident would let its hosts name any client.
+            if net.trunc() != net {
+                return Err(format!(
+                    "{item:?} has bits set past its prefix length; write {}",
+                    net.trunc()
+                ));
+            }
+            nets.push(net);
+        }
+        Ok(Self(nets))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let canonical = ip.to_canonical();
+        self.0
+            .iter()
+            .any(|net| net.contains(&canonical) || net.contains(&ip))
+    }
+}
+
+fn not_a_cidr(item: &str) -> String {
+    format!(
+        "expected CIDRs like 10.0.0.0/8 or 2001:db8::/32, separated by commas; {item:?} is not one"
+    )
 }
 
 /// One line saying which setting is wrong and why.
@@ -403,6 +458,11 @@ impl Settings {
             }
         };
         let max_body_bytes = number("max_body_bytes", 65_536, 1_024, 16 * 1024 * 1024)? as usize;
+        let trusted_proxies = match get("trusted_proxies") {
+            None => TrustedProxies::default(),
+            Some(v) => TrustedProxies::parse(&v.value)
+                .map_err(|why| ConfigError(format!("{}: {why}", v.origin)))?,
+        };
         let workers = match get("workers") {
             None => None,
             Some(_) => Some(number("workers", 1, 1, 512)? as usize),
@@ -487,6 +547,7 @@ impl Settings {
             log,
             log_format,
             max_body_bytes,
+            trusted_proxies,
             workers,
             templates_dir,
             outbox,
@@ -646,6 +707,37 @@ mod tests {
         assert!(err.0.starts_with("LATCHKEY_DATABASE_URL:"), "{}", err.0);
         let err = Settings::from_sources(None, env(&[("LATCHKEY_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.0.contains("LATCHKEY_LOG_FORMAT"), "{}", err.0);
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs() {
+        let s = Settings::from_sources(None, env(&[])).unwrap();
+        assert_eq!(s.trusted_proxies, TrustedProxies::default());
+        let s = Settings::from_sources(
+            None,
+            env(&[(
+                "LATCHKEY_TRUSTED_PROXIES",
+                " 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,",
+            )]),
+        )
+        .unwrap();
+        let trusted = |ip: &str| s.trusted_proxies.contains(ip.parse().unwrap());
+        assert!(trusted("10.1.2.3"));
+        assert!(trusted("::ffff:10.1.2.3"));
+        assert!(trusted("192.0.2.7"));
+        assert!(!trusted("192.0.2.8"));
+        assert!(trusted("2001:db8:5::1"));
+        assert!(!trusted("2001:db9::1"));
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.1/8",
+            "proxy.example",
+            "10.0.0.0/8;192.0.2.0/24",
+        ] {
+            let err = Settings::from_sources(None, env(&[("LATCHKEY_TRUSTED_PROXIES", bad)]))
+                .unwrap_err();
+            assert!(err.0.starts_with("LATCHKEY_TRUSTED_PROXIES:"), "{}", err.0);
+        }
     }
 
     #[test]

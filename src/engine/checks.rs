@@ -275,8 +275,7 @@ pub async fn create(
     }
     check_request(core, caller, &request)?;
     if is_login {
-        core.rate_limiter
-            .check(client.ip.as_deref(), core.clock.now())?;
+        core.rate_limiter.check(client.ip, core.clock.now())?;
     }
     let user = {
         let user_ref = user_ref.clone();
@@ -410,8 +409,7 @@ pub async fn change(
     caller.ensure_own(&session_id)?;
     check_request(core, Some(caller), &request)?;
     if request.checks.any() {
-        core.rate_limiter
-            .check(client.ip.as_deref(), core.clock.now())?;
+        core.rate_limiter.check(client.ip, core.clock.now())?;
     }
     let session = lifecycle::find_session(core, &session_id).await?;
     let now = core.now();

@@ -528,8 +528,7 @@ pub async fn verify(
     session_id: Option<String>,
     client: ClientInfo,
 ) -> Result<VerifyResult, ApiError> {
-    core.rate_limiter
-        .check(client.ip.as_deref(), core.clock.now())?;
+    core.rate_limiter.check(client.ip, core.clock.now())?;
     let wanted = match (session_id, caller) {
         (Some(raw), _) => parse_id(&raw, "session").map_err(|e| {
             ApiError::new(e.code(), "sessionId names no session.").at_pointer("/sessionId")

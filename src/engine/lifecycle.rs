@@ -148,7 +148,7 @@ pub fn insert_session(
         otp_email_verified_at: None,
         totp_verified_at: None,
         metadata: "{}".to_owned(),
-        user_agent_ip: new.client.ip.clone(),
+        user_agent_ip: new.client.ip.map(|ip| ip.to_string()),
         user_agent_description: new.client.user_agent.clone(),
         token_id: new.token_id.map(str::to_owned),
         created_at: now,
@@ -359,8 +359,7 @@ pub async fn update(
             );
         }
     }
-    core.rate_limiter
-        .check(client.ip.as_deref(), core.clock.now())?;
+    core.rate_limiter.check(client.ip, core.clock.now())?;
     let is_admin = caller.is_admin();
     let now = core.now();
     let rules = core.rules();

@@ -43,7 +43,9 @@ use crate::db::users::{self, UserRow};
 use crate::domain::LoginName;
 use crate::error::{ApiError, ErrorCode};
 use crate::services::audit::{self, AuditKind, ClientInfo};
+use crate::services::rate_limit::ClientKey;
 use crate::services::{Core, parse_id, to_utc};
+use std::net::IpAddr;
 
 /// Which stored secret a check is against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,22 +125,11 @@ pub fn lock_user(conn: &mut DbConnection, user_id: &str) -> Result<UserRow, ApiE
         .ok_or_else(|| ApiError::not_found(format!("There is no user with id {user_id:?}.")))
 }
 
-/// Where failures are counted: the client's IPv4 address (an IPv4-mapped
-/// IPv6 address as IPv4), or its IPv6 /64 (one host holds a whole /64);
-/// `unknown` without an address.
-pub fn lockout_source(ip: Option<&str>) -> String {
-    use std::net::IpAddr;
-    match ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
-        Some(IpAddr::V4(v4)) => v4.to_string(),
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-        None => "unknown".to_owned(),
-    }
+/// Where failures are counted: the client as the rate limit keys it (an
+/// IPv4 address, or an IPv6 /64: one host holds a whole /64); `unknown`
+/// without an address.
+pub fn lockout_source(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), |ip| ClientKey::of(ip).to_string())
 }
 
 /// The failures counted in the window open at `now`, and its start.
@@ -238,7 +229,7 @@ pub fn reserve_attempt(
     client: &ClientInfo,
     now: NaiveDateTime,
 ) -> Result<Result<(), ApiError>, ApiError> {
-    let source = lockout_source(client.ip.as_deref());
+    let source = lockout_source(client.ip);
     let (user, mut row) = lock_rows(conn, user_id, &source)?;
     if let Err(locked) = locked_for(&user, &row, now) {
         return Ok(Err(locked));
@@ -292,7 +283,7 @@ pub fn settle_failure(
     let Some(user_id) = user_id else {
         return Ok(());
     };
-    let source = lockout_source(client.ip.as_deref());
+    let source = lockout_source(client.ip);
     let (user, row) = lock_rows(conn, user_id, &source)?;
     if locked_for(&user, &row, now).is_err() {
         return Ok(());
@@ -319,7 +310,7 @@ pub fn settle_success(
     client: &ClientInfo,
     now: NaiveDateTime,
 ) -> Result<UserRow, ApiError> {
-    let source = lockout_source(client.ip.as_deref());
+    let source = lockout_source(client.ip);
     let (mut user, mut row) = lock_rows(conn, user_id, &source)?;
     locked_for(&user, &row, now)?;
     if row.failed > 0 || row.failed_since.is_some() {
@@ -462,8 +453,7 @@ pub async fn login(
     input: LoginInput,
     client: ClientInfo,
 ) -> Result<LoginResult, ApiError> {
-    core.rate_limiter
-        .check(client.ip.as_deref(), core.clock.now())?;
+    core.rate_limiter.check(client.ip, core.clock.now())?;
     let lookup = input.user.clone();
     let user = core.db.run(move |conn| find_user(conn, &lookup)).await?;
     let matched = check_secret(

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Schema, SchemaType, Type};
 
+use super::forwarded;
 use crate::db::sessions::SessionRow;
 use crate::engine::caller::{self, Caller};
 use crate::error::{ApiError, ErrorCode, Problem, Source};
@@ -774,20 +775,25 @@ impl FromRequest for SessionCaller {
     }
 }
 
-/// The client's address (the TCP peer: a proxy's forwarded headers are not
-/// trusted) and its User-Agent.
+/// The client's address (the TCP peer, or the client a trusted proxy
+/// names: [`forwarded::client_address`]) and its User-Agent.
 impl FromRequest for ClientInfo {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let ip = req.peer_addr().map(|addr| addr.ip().to_string());
-        let user_agent = req
-            .headers()
-            .get(actix_web::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(500).collect());
-        ready(Ok(ClientInfo { ip, user_agent }))
+        ready(core(req).map(|core| {
+            let trusted = &core.settings.trusted_proxies;
+            let ip = req
+                .peer_addr()
+                .map(|peer| forwarded::client_address(peer.ip(), req.headers(), trusted));
+            let user_agent = req
+                .headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(500).collect());
+            ClientInfo { ip, user_agent }
+        }))
     }
 }
 

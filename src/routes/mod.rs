@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod body;
 pub mod extract;
+pub mod forwarded;
 pub mod openapi;
 pub mod ops;
 pub mod pace;

@@ -1,6 +1,8 @@
 //! Security events: written in the transaction of the change they record,
 //! listed for admins.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
@@ -12,7 +14,8 @@ use crate::error::ApiError;
 /// Where a request came from.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
-    pub ip: Option<String>,
+    /// The client's address as resolved by the HTTP layer.
+    pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
 }
 
@@ -116,7 +119,7 @@ pub fn record(
             outcome: kind.outcome().to_owned(),
             user_id: user_id.map(str::to_owned),
             session_id: session_id.map(str::to_owned),
-            ip: client.ip.clone(),
+            ip: client.ip.map(|ip| ip.to_string()),
             detail: detail.map(str::to_owned),
         },
     )

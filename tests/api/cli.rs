@@ -174,6 +174,21 @@ fn a_bad_setting_stops_start_up_with_one_line() {
 }
 
 #[test]
+fn a_bad_trusted_proxy_list_stops_start_up() {
+    let db = TestDatabase::new();
+    for value in ["10.0.0.0/33", "10.0.0.1/8", "proxy.example"] {
+        let output = latchkey(&db, &["serve"], &[("LATCHKEY_TRUSTED_PROXIES", value)]);
+        assert_eq!(output.status.code(), Some(2), "{value}");
+        let message = stderr(&output);
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(
+            message.starts_with("latchkey: LATCHKEY_TRUSTED_PROXIES:"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
 fn migrate_is_idempotent() {
     let db = TestDatabase::new();
     let first = latchkey(&db, &["migrate"], &[]);

@@ -739,6 +739,75 @@ async fn login_and_otp_calls_are_rate_limited_per_address() {
     assert_error(app.login_response(&body).await, 401, "invalid-credentials").await;
 }
 
+async fn login_from(app: &TestApp, forwarded_for: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/sessions"))
+        .header("X-Forwarded-For", forwarded_for)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let app = spawn_app_with(
+        std::sync::Arc::new(crate::helpers::TestDatabase::new()),
+        SmtpServer::start(),
+        &[
+            ("LATCHKEY_RATE_LIMIT_PER_MINUTE", "3"),
+            ("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ],
+    )
+    .await;
+    let wrong = json!({"loginName": "nobody@example.com", "password": "whatever"});
+    for _ in 0..3 {
+        let response = login_from(&app, "198.51.100.7", &wrong).await;
+        assert_error(response, 401, "invalid-credentials").await;
+    }
+    let response = login_from(&app, "198.51.100.7", &wrong).await;
+    assert_error(response, 429, "rate-limited").await;
+
+    // Another client behind the same proxy still logs in, and the address
+    // it is known by is the forwarded one.
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let right = json!({"loginName": user.login_name, "password": user.password});
+    let response = login_from(&app, "198.51.100.8", &right).await;
+    assert_eq!(response.status(), 201);
+    let login = json(response).await;
+    let session_id = login["sessionId"].as_str().unwrap();
+    let token = login["sessionToken"].as_str().unwrap();
+    let session = json(get_session(&app, token, session_id).await).await;
+    assert_eq!(session["userAgent"]["ip"], "198.51.100.8");
+    let events = json(
+        app.get(&format!(
+            "/admin/audit?userId={}&kind=login_succeeded",
+            user.id
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(events["data"][0]["ip"], "198.51.100.8", "{events}");
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_forwarded_headers_are_ignored() {
+    let app = spawn_app_with(
+        std::sync::Arc::new(crate::helpers::TestDatabase::new()),
+        SmtpServer::start(),
+        &[("LATCHKEY_RATE_LIMIT_PER_MINUTE", "3")],
+    )
+    .await;
+    let wrong = json!({"loginName": "nobody@example.com", "password": "whatever"});
+    // Every request comes from 127.0.0.1, whatever the header claims.
+    for client in ["198.51.100.7", "198.51.100.8", "198.51.100.9"] {
+        let response = login_from(&app, client, &wrong).await;
+        assert_error(response, 401, "invalid-credentials").await;
+    }
+    let response = login_from(&app, "198.51.100.10", &wrong).await;
+    assert_error(response, 429, "rate-limited").await;
+}
+
 #[tokio::test]
 async fn account_codes_and_the_pin() {
     let app = spawn_app().await;
