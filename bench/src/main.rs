@@ -51,7 +51,8 @@ struct Args {
     /// Also run read and otp-issue at 10 000 and 1 000 000 stored sessions.
     #[arg(long)]
     scale: bool,
-    /// Only these scenarios (comma-separated).
+    /// Only these scenarios (comma-separated): ceiling, read, otp-issue,
+    /// otp-verify, totp-verify, login, flow.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// PostgreSQL server for --backend postgres (a database is made and dropped).
@@ -149,6 +150,9 @@ impl Drop for Server {
 }
 
 const SECRET: &str = "latchkey-bench-secret-0123456789abcdef";
+/// The bench's master key (64 hex digits), shared by the seeder and the
+/// server it starts.
+const MASTER_KEY: &str = "6c617463686b65792062656e6368206d6173746572206b657920303132333435";
 
 /// The mail sink: the server's data folder, where its `.eml` files go. In
 /// memory (tmpfs) where the machine has one, so the benchmark measures the
@@ -174,6 +178,7 @@ fn server_env(dir: &Path, db: &Database, port: u16) -> Vec<(String, String)> {
         ),
         ("LATCHKEY_DATABASE_URL".into(), db.url.clone()),
         ("LATCHKEY_SECRET".into(), SECRET.into()),
+        ("LATCHKEY_MASTER_KEY".into(), MASTER_KEY.into()),
         // One client on loopback: the per-IP limit is off for the run.
         ("LATCHKEY_RATE_LIMIT_PER_MINUTE".into(), "0".into()),
         ("LATCHKEY_OTP_RESEND_COOLDOWN_SECS".into(), "0".into()),
@@ -256,7 +261,14 @@ async fn run_once(
             "SQLite"
         }
     );
-    let seeded = Arc::new(seed::seed(&settings, sessions, verify_codes).await?);
+    // One user with an authenticator and a session per request: each is
+    // accepted once per 30 s step.
+    let totp_users = if scenarios.contains(&"totp-verify") {
+        120_000
+    } else {
+        0
+    };
+    let seeded = Arc::new(seed::seed(&settings, sessions, verify_codes, totp_users).await?);
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections * 2)
@@ -353,6 +365,28 @@ async fn run_once(
                         c.post(format!("{b}/user/otp/verify"))
                             .bearer_auth(token)
                             .json(&json!({"otp": code, "types": ["login"]}))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
+                    }
+                })
+                .await
+            }
+            "totp-verify" => {
+                load::run(plan(name, s.authenticators.len() as u64), move |n| {
+                    let (c, b, s) = (c.clone(), b.clone(), s.clone());
+                    async move {
+                        let (token, secret) = &s.authenticators[n as usize];
+                        // The code an authenticator app shows now (one
+                        // HMAC-SHA1, microseconds against the request).
+                        let Ok(totp) = latchkey::otp::totp::checker(secret, 1) else {
+                            return false;
+                        };
+                        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+                        let code = totp.generate(now).to_string();
+                        c.post(format!("{b}/user/otp/verify"))
+                            .bearer_auth(token)
+                            .json(&json!({"otp": code, "types": ["totp"]}))
                             .send()
                             .await
                             .is_ok_and(|r| r.status() == 200)
@@ -558,6 +592,7 @@ async fn main() -> Result<(), Error> {
         "read",
         "otp-issue",
         "otp-verify",
+        "totp-verify",
         "login",
         "flow",
     ];

@@ -1,7 +1,8 @@
 //! Seeds a fresh database directly through latchkey's own storage layer
 //! (migrations, keys, rows), far faster than through HTTP: entities,
-//! applications, users, N stored sessions, and sessions with tokens and
-//! known login codes for the read and verify scenarios.
+//! applications, users, N stored sessions, sessions with tokens and known
+//! login codes for the read and verify scenarios, and users with a confirmed
+//! authenticator app and a session each for totp-verify.
 
 use std::sync::Arc;
 
@@ -12,10 +13,13 @@ use latchkey::db::applications::ApplicationRow;
 use latchkey::db::challenges::{self, ChallengeRow};
 use latchkey::db::entities::EntityRow;
 use latchkey::db::sessions::SessionRow;
+use latchkey::db::totp::{self as totp_devices, TotpDeviceRow};
 use latchkey::db::users::UserRow;
 use latchkey::db::{Db, applications, entities, sessions, users, write_tx};
 use latchkey::error::ApiError;
 use latchkey::otp::OtpKey;
+use latchkey::otp::sealed::SecretBox;
+use latchkey::otp::totp;
 use latchkey::passwords::PasswordHasher;
 use latchkey::tokens::{self, TokenService};
 
@@ -29,6 +33,10 @@ pub struct Seeded {
     pub readers: Vec<(String, String)>,
     /// (session token, code) pairs, each usable once.
     pub verifiable: Vec<(String, String)>,
+    /// (session token, TOTP secret) pairs, each of its own user: a user's
+    /// code is accepted once per 30 s step (no replay), so each pair is
+    /// usable once in a run.
+    pub authenticators: Vec<(String, Vec<u8>)>,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -41,14 +49,19 @@ pub async fn seed(
     settings: &Settings,
     stored_sessions: usize,
     verifiable: usize,
+    authenticators: usize,
 ) -> Result<Seeded, Error> {
     let db = Db::connect(settings.backend, &settings.database_url, 4)?;
     db.migrate()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now = clock.now().naive_utc();
+    // The server's master key (the bench sets LATCHKEY_MASTER_KEY).
+    let master =
+        latchkey::master_key::MasterKey::load(settings.master_key.as_ref(), &settings.data_dir)?;
+    let key_sealer = tokens::signing_key_sealer(&master);
     {
         let mut conn = db.pool().get()?;
-        tokens::ensure_signing_key(&mut conn, clock.as_ref())?;
+        tokens::ensure_signing_key(&mut conn, clock.as_ref(), &key_sealer)?;
     }
     let hasher = PasswordHasher::new(&settings.argon2)?;
     let password_hash = hasher.hash(PASSWORD)?;
@@ -75,24 +88,31 @@ pub async fn seed(
         created_at: now,
         updated_at: now,
     };
+    let user_row = |employee_number: String, login_name: String, display_name: String| UserRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        entity_id: entity.id.clone(),
+        employee_number,
+        email: Some(login_name.clone()),
+        login_name,
+        display_name,
+        preferred_language: "en".into(),
+        password_hash: Some(password_hash.clone()),
+        pin_hash: None,
+        failed_logins: 0,
+        failed_logins_since: None,
+        locked_until: None,
+        failed_second_factors: 0,
+        failed_second_factors_since: None,
+        created_at: now,
+        updated_at: now,
+    };
     let users_rows: Vec<UserRow> = (0..USERS)
-        .map(|i| UserRow {
-            id: uuid::Uuid::new_v4().to_string(),
-            entity_id: entity.id.clone(),
-            employee_number: format!("{:05}", 10000 + i),
-            login_name: format!("user{i}@bench.example"),
-            email: Some(format!("user{i}@bench.example")),
-            display_name: format!("Bench User {i}"),
-            preferred_language: "en".into(),
-            password_hash: Some(password_hash.clone()),
-            pin_hash: None,
-            failed_logins: 0,
-            failed_logins_since: None,
-            locked_until: None,
-            failed_second_factors: 0,
-            failed_second_factors_since: None,
-            created_at: now,
-            updated_at: now,
+        .map(|i| {
+            user_row(
+                format!("{:05}", 10000 + i),
+                format!("user{i}@bench.example"),
+                format!("Bench User {i}"),
+            )
         })
         .collect();
     let user_ids: Vec<String> = users_rows.iter().map(|u| u.id.clone()).collect();
@@ -110,9 +130,14 @@ pub async fn seed(
         .map_err(api)?;
     }
 
-    let tokens = TokenService::load(db.clone(), settings.issuer.clone(), clock.clone())
-        .await
-        .map_err(api)?;
+    let tokens = TokenService::load(
+        db.clone(),
+        settings.issuer.clone(),
+        clock.clone(),
+        key_sealer,
+    )
+    .await
+    .map_err(api)?;
     let expires_at = now + Duration::hours(12);
     let session_row = |i: usize, token_id: Option<String>| SessionRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -211,10 +236,59 @@ pub async fn seed(
         .map_err(api)?;
         done += batch;
     }
+
+    // Users with a confirmed authenticator (sealed as the server seals it)
+    // and a session each, for totp-verify. One user per session: the device
+    // is the user's, and it accepts each 30 s step once, so the 100 users
+    // above would allow only 100 successes per step.
+    let secret_box = SecretBox::new(otp_key.derive("totp secret encryption v1"));
+    let mut devices = Vec::with_capacity(authenticators);
+    let mut done = 0;
+    while done < authenticators {
+        let batch = (authenticators - done).min(5_000);
+        let mut rows = Vec::with_capacity(batch);
+        for i in done..done + batch {
+            let user = user_row(
+                format!("T{i:06}"),
+                format!("totp{i}@bench.example"),
+                format!("Bench TOTP User {i}"),
+            );
+            let mut row = session_row(i, None);
+            row.user_id = user.id.clone();
+            let (token, claims) = tokens
+                .issue(&row.user_id, "session", Duration::hours(12), Some(&row.id))
+                .map_err(api)?;
+            row.token_id = Some(claims.jti);
+            let secret = totp::generate_secret();
+            let (secret_nonce, secret_ciphertext) = secret_box.seal(&user.id, &secret)?;
+            let device = TotpDeviceRow {
+                user_id: user.id.clone(),
+                secret_nonce,
+                secret_ciphertext,
+                confirmed_at: Some(now),
+                last_used_step: None,
+                created_at: now,
+            };
+            devices.push((token, secret));
+            rows.push((user, row, device));
+        }
+        let mut conn = db.pool().get()?;
+        write_tx(&mut conn, |conn| -> Result<(), ApiError> {
+            for (user, row, device) in &rows {
+                users::insert(conn, user)?;
+                sessions::insert(conn, row)?;
+                totp_devices::replace(conn, device)?;
+            }
+            Ok(())
+        })
+        .map_err(api)?;
+        done += batch;
+    }
     Ok(Seeded {
         user_ids,
         login_names,
         readers,
         verifiable: pairs,
+        authenticators: devices,
     })
 }
