@@ -39,6 +39,36 @@ pub fn end_sessions_of(
     Ok(ended.len())
 }
 
+/// The frame of every account change: the user's row locked, the change,
+/// its audit event and, where the change says so, the end of every session
+/// of the user — in one transaction.
+async fn change_user<F>(
+    core: &Core,
+    raw_user_id: &str,
+    client: ClientInfo,
+    event: (AuditKind, Option<&'static str>),
+    ends_sessions: bool,
+    change: F,
+) -> Result<(), ApiError>
+where
+    F: FnOnce(&mut DbConnection, &str, NaiveDateTime) -> Result<(), ApiError> + Send + 'static,
+{
+    let user_id = parse_id(raw_user_id, "user")?;
+    let now = core.now();
+    core.db
+        .write(move |conn| {
+            lock_user(conn, &user_id)?;
+            if ends_sessions {
+                end_sessions_of(conn, &user_id, &client, now)?;
+            }
+            change(conn, &user_id, now)?;
+            let (kind, detail) = event;
+            audit::record(conn, kind, Some(&user_id), None, &client, detail, now)?;
+            Ok(())
+        })
+        .await
+}
+
 /// `PUT /admin/users/{id}/password`: a new password (argon2id); every
 /// session of the user ends.
 pub async fn set_password(
@@ -47,106 +77,83 @@ pub async fn set_password(
     password: String,
     client: ClientInfo,
 ) -> Result<(), ApiError> {
-    let user_id = parse_id(raw_user_id, "user")?;
     let hasher = core.hasher.clone();
     let hash = core
         .blocking(move || hasher.hash(&password))
         .await?
         .map_err(ApiError::internal)?;
-    let now = core.now();
-    core.db
-        .write(move |conn| {
-            lock_user(conn, &user_id)?;
+    let event = (AuditKind::PasswordChanged, None);
+    change_user(
+        core,
+        raw_user_id,
+        client,
+        event,
+        true,
+        move |conn, user_id, now| {
             let changes = UserChanges {
                 password_hash: Some(Some(hash)),
                 updated_at: Some(now),
                 ..UserChanges::default()
             };
-            users::update(conn, &user_id, &changes)?;
-            audit::record(
-                conn,
-                AuditKind::PasswordChanged,
-                Some(&user_id),
-                None,
-                &client,
-                None,
-                now,
-            )?;
-            end_sessions_of(conn, &user_id, &client, now)?;
+            users::update(conn, user_id, &changes)?;
             Ok(())
-        })
-        .await
+        },
+    )
+    .await
 }
 
 /// `POST /admin/users/{id}/lock`: the user cannot sign in until unlocked;
 /// every session ends.
 pub async fn lock(core: &Core, raw_user_id: &str, client: ClientInfo) -> Result<(), ApiError> {
-    let user_id = parse_id(raw_user_id, "user")?;
-    let now = core.now();
-    core.db
-        .write(move |conn| {
-            lock_user(conn, &user_id)?;
-            users::set_login_failures(conn, &user_id, 0, None, Some(now + ADMIN_LOCK))?;
-            audit::record(
-                conn,
-                AuditKind::UserLocked,
-                Some(&user_id),
-                None,
-                &client,
-                Some("admin"),
-                now,
-            )?;
-            end_sessions_of(conn, &user_id, &client, now)?;
+    let event = (AuditKind::UserLocked, Some("admin"));
+    change_user(
+        core,
+        raw_user_id,
+        client,
+        event,
+        true,
+        |conn, user_id, now| {
+            users::set_login_failures(conn, user_id, 0, None, Some(now + ADMIN_LOCK))?;
             Ok(())
-        })
-        .await
+        },
+    )
+    .await
 }
 
 /// `POST /admin/users/{id}/unlock`: lifts every lock (the user's and each
 /// source's) and forgets the counted failures (password and second factor).
 pub async fn unlock(core: &Core, raw_user_id: &str, client: ClientInfo) -> Result<(), ApiError> {
-    let user_id = parse_id(raw_user_id, "user")?;
-    let now = core.now();
-    core.db
-        .write(move |conn| {
-            lock_user(conn, &user_id)?;
-            users::set_login_failures(conn, &user_id, 0, None, None)?;
-            users::set_second_factor_failures(conn, &user_id, 0, None, None)?;
-            lockouts::clear_user(conn, &user_id)?;
-            audit::record(
-                conn,
-                AuditKind::UserUnlocked,
-                Some(&user_id),
-                None,
-                &client,
-                None,
-                now,
-            )?;
+    let event = (AuditKind::UserUnlocked, None);
+    change_user(
+        core,
+        raw_user_id,
+        client,
+        event,
+        false,
+        |conn, user_id, _| {
+            users::set_login_failures(conn, user_id, 0, None, None)?;
+            users::set_second_factor_failures(conn, user_id, 0, None, None)?;
+            lockouts::clear_user(conn, user_id)?;
             Ok(())
-        })
-        .await
+        },
+    )
+    .await
 }
 
 /// `DELETE /admin/users/{id}`: the user and (by the foreign keys) their
 /// sessions, codes and authenticators are gone; the deletion is audited.
 pub async fn delete(core: &Core, raw_user_id: &str, client: ClientInfo) -> Result<(), ApiError> {
-    let user_id = parse_id(raw_user_id, "user")?;
-    let now = core.now();
-    core.db
-        .write(move |conn| {
-            lock_user(conn, &user_id)?;
-            end_sessions_of(conn, &user_id, &client, now)?;
-            users::delete(conn, &user_id)?;
-            audit::record(
-                conn,
-                AuditKind::UserDeleted,
-                Some(&user_id),
-                None,
-                &client,
-                None,
-                now,
-            )?;
+    let event = (AuditKind::UserDeleted, None);
+    change_user(
+        core,
+        raw_user_id,
+        client,
+        event,
+        true,
+        |conn, user_id, _| {
+            users::delete(conn, user_id)?;
             Ok(())
-        })
-        .await
+        },
+    )
+    .await
 }
