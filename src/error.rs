@@ -157,6 +157,18 @@ impl ErrorCode {
     }
 }
 
+/// One reference token of a JSON pointer (RFC 6901 §3): `~` is written
+/// `~0` and `/` is written `~1`, so a client's key that holds either still
+/// names one member. Every pointer built from a name the client chose (an
+/// unknown field, a map key) goes through here.
+pub fn pointer_token(token: &str) -> std::borrow::Cow<'_, str> {
+    if token.contains(['~', '/']) {
+        std::borrow::Cow::Owned(token.replace('~', "~0").replace('/', "~1"))
+    } else {
+        std::borrow::Cow::Borrowed(token)
+    }
+}
+
 /// Where in the request a problem is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -423,6 +435,14 @@ mod tests {
         assert_eq!(errors[0]["code"], "validation-failed");
         assert_eq!(errors[1]["source"]["pointer"], "/b");
         assert_ne!(errors[0]["id"], errors[1]["id"]);
+    }
+
+    #[test]
+    fn pointer_tokens_escape_tilde_before_slash() {
+        assert_eq!(pointer_token("plain"), "plain");
+        assert_eq!(pointer_token("a/b~c"), "a~1b~0c");
+        // `~1` in a key is a tilde and a one, not an escaped slash.
+        assert_eq!(pointer_token("~1"), "~01");
     }
 
     #[actix_web::test]

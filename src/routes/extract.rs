@@ -17,7 +17,7 @@ use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Schema, S
 
 use crate::db::sessions::SessionRow;
 use crate::engine::caller::{self, Caller};
-use crate::error::{ApiError, ErrorCode, Problem, Source};
+use crate::error::{ApiError, ErrorCode, Problem, Source, pointer_token};
 use crate::services::audit::ClientInfo;
 use crate::services::rules::Rule;
 use crate::services::{Core, Page};
@@ -251,8 +251,10 @@ impl<'a> Fields<'a> {
         })
     }
 
+    /// The pointer of this object's member `name` (escaped: unknown
+    /// fields' names are the client's).
     fn pointer(&self, name: &str) -> String {
-        format!("{}/{name}", self.prefix)
+        format!("{}/{}", self.prefix, pointer_token(name))
     }
 
     /// A nested object, read with its own `Fields`; hand it back with
@@ -311,7 +313,7 @@ impl<'a> Fields<'a> {
             Some(Value::Object(map)) => {
                 let mut values = std::collections::BTreeMap::new();
                 for (key, value) in map {
-                    let pointer = format!("{}/{key}", self.pointer(name));
+                    let pointer = format!("{}/{}", self.pointer(name), pointer_token(key));
                     match value {
                         Value::String(s) => match (rule.check)(s) {
                             Ok(()) => {
