@@ -187,10 +187,11 @@ fn typed_schema(schema_type: Type, description: Option<String>) -> Schema {
     )
 }
 
-fn list_schema(items: Schema) -> Schema {
+fn list_schema(items: Schema, min_items: usize) -> Schema {
     Schema::Array(
         ArrayBuilder::new()
             .items(ArrayItems::RefOrSchema(Box::new(items.into())))
+            .min_items((min_items > 0).then_some(min_items))
             .build(),
     )
 }
@@ -284,7 +285,7 @@ impl<'a> Fields<'a> {
         if let Some(described) = child.described.take() {
             if let Some((name, list)) = described.slot {
                 let object = described.into_schema();
-                let schema = if list { list_schema(object) } else { object };
+                let schema = if list { list_schema(object, 0) } else { object };
                 self.describe(name, schema, false);
             }
             return;
@@ -429,13 +430,35 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// An optional array of strings, each passing `rule`.
-    pub fn optional_str_list(&mut self, name: &'static str, rule: Rule) -> Option<Vec<String>> {
-        if self.describe(name, list_schema(string_schema(rule, false)), false) {
+    /// An optional array of strings, each passing `rule`, with at least
+    /// `min_items` of them (1 where an empty list would mean nothing: a
+    /// list that names what to do must name something).
+    pub fn optional_str_list(
+        &mut self,
+        name: &'static str,
+        rule: Rule,
+        min_items: usize,
+    ) -> Option<Vec<String>> {
+        if self.describe(
+            name,
+            list_schema(string_schema(rule, false), min_items),
+            false,
+        ) {
             return None;
         }
         match self.get(name) {
             None | Some(Value::Null) => None,
+            Some(Value::Array(items)) if items.len() < min_items => {
+                self.problem(
+                    name,
+                    format!(
+                        "{name} must list at least {min_items} value{} ({}).",
+                        if min_items == 1 { "" } else { "s" },
+                        rule.description
+                    ),
+                );
+                None
+            }
             Some(Value::Array(items)) => {
                 let mut values = Vec::with_capacity(items.len());
                 for (index, item) in items.iter().enumerate() {

@@ -204,7 +204,8 @@ pub(super) async fn list_sessions(
     ))
 }
 
-/// `types` among login, account, totp, recovery (default: every kind);
+/// `types` among login, account, totp, recovery (default: every kind; an
+/// empty list is refused, it would check nothing);
 /// `sessionId` defaults to the session of the token.
 pub struct VerifyOtpBody {
     otp: String,
@@ -215,7 +216,7 @@ pub struct VerifyOtpBody {
 impl RequestBody for VerifyOtpBody {
     fn read(fields: &mut Fields<'_>) -> Self {
         let otp = fields.required_str("otp", rules::OTP_CODE);
-        let types = fields.optional_str_list("types", rules::OTP_TYPE);
+        let types = fields.optional_str_list("types", rules::OTP_TYPE, 1);
         let session_id = fields.optional_str("sessionId", rules::UUID);
         Self {
             otp,

@@ -184,6 +184,11 @@ async fn request_bodies_are_documented_by_their_readers() {
         keys(&v2["challenges"]["properties"]["otpEmail"]["properties"]),
         ["returnCode", "sendCode"]
     );
+    // A list that must name something says so.
+    assert_eq!(
+        schemas["VerifyOtpBody"]["properties"]["types"]["minItems"],
+        1
+    );
     let search = &schemas["V2SearchBody"]["properties"];
     assert_eq!(
         keys(&search["queries"]["items"]["properties"]),
