@@ -134,7 +134,7 @@ pub fn rotate_signing_key(
 }
 
 fn unauthorized(detail: &str) -> ApiError {
-    ApiError::unauthorized(format!(
+    ApiError::token_invalid(format!(
         "{detail} Send a valid bearer token in the Authorization header."
     ))
 }

@@ -21,7 +21,7 @@ use crate::error::{ApiError, ErrorCode, Problem, Source, pointer_token};
 use crate::services::audit::ClientInfo;
 use crate::services::rules::Rule;
 use crate::services::{Core, Page};
-use crate::tokens::Claims;
+use crate::tokens::{ADMIN_SCOPE, Claims};
 
 fn core(req: &HttpRequest) -> Result<web::Data<Core>, ApiError> {
     req.app_data::<web::Data<Core>>()
@@ -724,25 +724,30 @@ pub struct Bearer(pub Claims);
 /// A caller whose token has the `admin` scope.
 pub struct Admin(pub Claims);
 
-fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+/// The bearer token of the Authorization header. No header, or another
+/// scheme, is a missing token (a challenge without an error code, RFC 6750
+/// §3.1); a bearer header without a readable token is an invalid one.
+pub(crate) fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .ok_or_else(|| {
-            ApiError::unauthorized("This route needs a bearer token in the Authorization header.")
+            ApiError::token_missing("This route needs a bearer token in the Authorization header.")
         })?;
     let value = header
         .to_str()
-        .map_err(|_| ApiError::unauthorized("The Authorization header is not readable text."))?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim().to_owned())
-        }
-        _ => Err(ApiError::unauthorized(
+        .map_err(|_| ApiError::token_invalid("The Authorization header is not readable text."))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::token_missing(
             "The Authorization header must be `Bearer <token>`.",
+        ));
+    }
+    match token.trim() {
+        "" => Err(ApiError::token_invalid(
+            "The Authorization header must be `Bearer <token>`; the token is missing.",
         )),
+        token => Ok(token.to_owned()),
     }
 }
 
@@ -770,7 +775,8 @@ impl FromRequest for Admin {
             if claims.is_admin() {
                 Ok(Admin(claims))
             } else {
-                Err(ApiError::forbidden(
+                Err(ApiError::insufficient_scope(
+                    ADMIN_SCOPE,
                     "This route needs a token with the admin scope.",
                 ))
             }

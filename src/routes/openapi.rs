@@ -41,10 +41,13 @@ pub struct ErrorSource {
 
 #[derive(IntoResponses)]
 pub enum AuthErrors {
-    /// Missing, malformed, expired or wrongly signed bearer token.
+    /// Missing, malformed, expired or wrongly signed bearer token, or its
+    /// session has ended; `WWW-Authenticate: Bearer realm="latchkey"`, with
+    /// `error="invalid_token"` when a token was sent.
     #[response(status = 401, content_type = "application/vnd.api+json")]
     Unauthorized(ErrorDocument),
-    /// The token lacks the admin scope.
+    /// The token lacks the admin scope (`WWW-Authenticate: Bearer …,
+    /// error="insufficient_scope", scope="admin"`).
     #[response(status = 403, content_type = "application/vnd.api+json")]
     Forbidden(ErrorDocument),
 }

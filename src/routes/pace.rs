@@ -15,6 +15,7 @@ use crate::engine::{authenticators, challenges};
 use crate::error::ApiError;
 use crate::services::audit::ClientInfo;
 use crate::services::{Core, rules};
+use crate::tokens::ADMIN_SCOPE;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -194,10 +195,11 @@ pub(super) async fn list_sessions(
         .optional("userId", rules::UUID)?
         .map(|id| id.to_ascii_lowercase());
     if user_id.is_some() && !caller.is_admin() {
-        return Err(
-            ApiError::forbidden("Only an admin token may list another user's sessions.")
-                .at_parameter("userId"),
-        );
+        return Err(ApiError::insufficient_scope(
+            ADMIN_SCOPE,
+            "Only an admin token may list another user's sessions.",
+        )
+        .at_parameter("userId"));
     }
     Ok(paged(
         lifecycle::list(&core, &caller, user_id, query.page()?).await?,
