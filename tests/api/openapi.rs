@@ -131,6 +131,21 @@ async fn swagger_ui_is_served_without_a_cdn() {
     assert_eq!(css.status(), 200);
 }
 
+/// `/docs` as typed in a browser's address bar leads to the page.
+#[tokio::test]
+async fn docs_without_the_slash_redirects_to_the_page() {
+    let app = spawn_app().await;
+    for (path, location) in [("/docs", "/docs/"), ("/docs?x=1", "/docs/?x=1")] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 308, "{path}");
+        assert_eq!(response.headers()["location"], location, "{path}");
+    }
+    // Followed, it ends at the page.
+    let response = reqwest::get(app.url("/docs")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.url().path(), "/docs/");
+}
+
 fn keys(value: &Value) -> Vec<String> {
     let mut keys: Vec<String> = value
         .as_object()
