@@ -291,3 +291,44 @@ async fn ended_sessions_and_missing_scopes_are_challenged() {
     assert_eq!(challenge(&response).as_deref(), Some(INVALID_TOKEN));
     assert_error(response, 401, "unauthorized").await;
 }
+
+/// A signing key taken out of the ring stops its tokens at once, even
+/// tokens whose verification is remembered; tokens of the keys that stay
+/// keep working.
+#[tokio::test]
+async fn a_removed_signing_key_stops_its_tokens_at_once() {
+    use diesel::prelude::*;
+    use latchkey::db::schema::signing_keys;
+
+    let app = spawn_app().await;
+    let old_kid = current_kid(&app).await;
+    let old_token = format!("Bearer {}", app.admin_token);
+    // Verified once, so remembered.
+    assert_eq!(call_with(&app, Some(&old_token)).await.status(), 200);
+
+    let clock = app.clock.clone();
+    app.core
+        .db
+        .write(move |conn| {
+            latchkey::tokens::rotate_signing_key(conn, &clock)?;
+            diesel::delete(signing_keys::table.filter(signing_keys::kid.eq(old_kid)))
+                .execute(conn)?;
+            Ok::<_, latchkey::error::ApiError>(())
+        })
+        .await
+        .unwrap();
+    app.core.tokens.reload().await.unwrap();
+
+    assert_unauthorized(&app, Some(&old_token)).await;
+    let (new_token, _) = app
+        .core
+        .tokens
+        .issue("ops", "admin", Duration::minutes(5), None)
+        .unwrap();
+    assert_eq!(
+        call_with(&app, Some(&format!("Bearer {new_token}")))
+            .await
+            .status(),
+        200
+    );
+}
