@@ -50,6 +50,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("max_body_bytes", "65536", "largest accepted request body"),
     ("workers", "number of cores", "HTTP worker threads"),
     (
+        "metrics_token",
+        "unset: /metrics is open",
+        "bearer token /metrics requires; at least 16 visible ASCII characters",
+    ),
+    (
         "templates_dir",
         "built-in copies of templates/",
         "folder holding email/ templates to use instead",
@@ -187,6 +192,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
     pub workers: Option<usize>,
+    /// When set, `/metrics` needs `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
     pub templates_dir: Option<PathBuf>,
     pub outbox: OutboxSettings,
     pub auth: AuthSettings,
@@ -344,6 +351,19 @@ impl Settings {
             None => None,
             Some(_) => Some(number("workers", 1, 1, 512)? as usize),
         };
+        let metrics_token = match get("metrics_token") {
+            None => None,
+            Some(v)
+                if v.value.chars().count() < 16
+                    || !v.value.chars().all(|c| c.is_ascii_graphic()) =>
+            {
+                return Err(ConfigError(format!(
+                    "{}: must be at least 16 visible ASCII characters without spaces (e.g. the output of `openssl rand -hex 32`)",
+                    v.origin
+                )));
+            }
+            Some(v) => Some(v.value.clone()),
+        };
         let templates_dir = match get("templates_dir") {
             Some(v) if !v.value.trim().is_empty() => {
                 let dir = PathBuf::from(v.value.trim());
@@ -422,6 +442,7 @@ impl Settings {
             log_format,
             max_body_bytes,
             workers,
+            metrics_token,
             templates_dir,
             outbox,
             auth,
@@ -545,6 +566,35 @@ mod tests {
         assert!(err.0.starts_with("LATCHKEY_DATABASE_URL:"), "{}", err.0);
         let err = Settings::from_sources(None, env(&[("LATCHKEY_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.0.contains("LATCHKEY_LOG_FORMAT"), "{}", err.0);
+    }
+
+    #[test]
+    fn a_metrics_token_is_long_enough_and_sendable() {
+        let s = Settings::from_sources(None, env(&[])).unwrap();
+        assert_eq!(s.metrics_token, None);
+        // Too short (15), blank, and values a header cannot carry as one token.
+        for bad in [
+            "fifteen-chars-x",
+            "",
+            "sixteen chars with spaces",
+            "ünïcödé-tökén-16+",
+        ] {
+            let err =
+                Settings::from_sources(None, env(&[("LATCHKEY_METRICS_TOKEN", bad)])).unwrap_err();
+            assert!(
+                err.0.starts_with("LATCHKEY_METRICS_TOKEN:"),
+                "{bad:?}: {}",
+                err.0
+            );
+            assert!(
+                bad.is_empty() || !err.0.contains(bad),
+                "the value is not echoed"
+            );
+        }
+        let s =
+            Settings::from_sources(None, env(&[("LATCHKEY_METRICS_TOKEN", "0123456789abcdef")]))
+                .unwrap();
+        assert_eq!(s.metrics_token.as_deref(), Some("0123456789abcdef"));
     }
 
     #[test]
