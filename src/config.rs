@@ -67,6 +67,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("workers", "number of cores", "HTTP worker threads"),
     (
+        "metrics_token",
+        "unset: /metrics is open",
+        "bearer token /metrics requires; at least 16 visible ASCII characters",
+    ),
+    (
         "templates_dir",
         "built-in copies of templates/",
         "folder holding email/ templates to use instead",
@@ -218,6 +223,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub trusted_proxies: TrustedProxies,
     pub workers: Option<usize>,
+    /// When set, `/metrics` needs `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
     pub templates_dir: Option<PathBuf>,
     pub outbox: OutboxSettings,
     pub auth: AuthSettings,
@@ -467,6 +474,19 @@ impl Settings {
             None => None,
             Some(_) => Some(number("workers", 1, 1, 512)? as usize),
         };
+        let metrics_token = match get("metrics_token") {
+            None => None,
+            Some(v)
+                if v.value.chars().count() < 16
+                    || !v.value.chars().all(|c| c.is_ascii_graphic()) =>
+            {
+                return Err(ConfigError(format!(
+                    "{}: must be at least 16 visible ASCII characters without spaces (e.g. the output of `openssl rand -hex 32`)",
+                    v.origin
+                )));
+            }
+            Some(v) => Some(v.value.clone()),
+        };
         let templates_dir = match get("templates_dir") {
             Some(v) if !v.value.trim().is_empty() => {
                 let dir = PathBuf::from(v.value.trim());
@@ -549,6 +569,7 @@ impl Settings {
             max_body_bytes,
             trusted_proxies,
             workers,
+            metrics_token,
             templates_dir,
             outbox,
             auth,
@@ -738,6 +759,35 @@ mod tests {
                 .unwrap_err();
             assert!(err.0.starts_with("LATCHKEY_TRUSTED_PROXIES:"), "{}", err.0);
         }
+    }
+
+    #[test]
+    fn a_metrics_token_is_long_enough_and_sendable() {
+        let s = Settings::from_sources(None, env(&[])).unwrap();
+        assert_eq!(s.metrics_token, None);
+        // Too short (15), blank, and values a header cannot carry as one token.
+        for bad in [
+            "fifteen-chars-x",
+            "",
+            "sixteen chars with spaces",
+            "ünïcödé-tökén-16+",
+        ] {
+            let err =
+                Settings::from_sources(None, env(&[("LATCHKEY_METRICS_TOKEN", bad)])).unwrap_err();
+            assert!(
+                err.0.starts_with("LATCHKEY_METRICS_TOKEN:"),
+                "{bad:?}: {}",
+                err.0
+            );
+            assert!(
+                bad.is_empty() || !err.0.contains(bad),
+                "the value is not echoed"
+            );
+        }
+        let s =
+            Settings::from_sources(None, env(&[("LATCHKEY_METRICS_TOKEN", "0123456789abcdef")]))
+                .unwrap();
+        assert_eq!(s.metrics_token.as_deref(), Some("0123456789abcdef"));
     }
 
     #[test]

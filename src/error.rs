@@ -157,6 +157,18 @@ impl ErrorCode {
     }
 }
 
+/// One reference token of a JSON pointer (RFC 6901 §3): `~` is written
+/// `~0` and `/` is written `~1`, so a client's key that holds either still
+/// names one member. Every pointer built from a name the client chose (an
+/// unknown field, a map key) goes through here.
+pub fn pointer_token(token: &str) -> std::borrow::Cow<'_, str> {
+    if token.contains(['~', '/']) {
+        std::borrow::Cow::Owned(token.replace('~', "~0").replace('/', "~1"))
+    } else {
+        std::borrow::Cow::Borrowed(token)
+    }
+}
+
 /// Where in the request a problem is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -172,11 +184,42 @@ pub struct Problem {
     pub source: Option<Source>,
 }
 
+/// What a 401 or 403 says about the bearer token in `WWW-Authenticate`
+/// (RFC 6750 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerChallenge {
+    /// The request carried no bearer token: no error code (RFC 6750 §3.1).
+    Missing,
+    /// A token was sent and refused: malformed, expired, wrongly signed,
+    /// or its session has ended.
+    InvalidToken,
+    /// The token is valid but lacks this scope.
+    InsufficientScope(&'static str),
+}
+
+/// The realm of every bearer challenge.
+const REALM: &str = "latchkey";
+
+impl BearerChallenge {
+    fn header_value(self) -> String {
+        match self {
+            Self::Missing => format!("Bearer realm=\"{REALM}\""),
+            Self::InvalidToken => format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+            Self::InsufficientScope(scope) => {
+                format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\"")
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     code: ErrorCode,
     problems: Vec<Problem>,
     retry_after_secs: Option<u64>,
+    /// The `WWW-Authenticate` challenge; every 401 has one (`Missing`
+    /// unless said otherwise).
+    challenge: Option<BearerChallenge>,
     /// Logged with the error id, never sent to the client.
     internal: Option<String>,
 }
@@ -194,6 +237,7 @@ impl ApiError {
                 source: None,
             }],
             retry_after_secs: None,
+            challenge: None,
             internal: None,
         }
     }
@@ -204,6 +248,7 @@ impl ApiError {
             code: ErrorCode::ValidationFailed,
             problems,
             retry_after_secs: None,
+            challenge: None,
             internal: None,
         }
     }
@@ -221,12 +266,30 @@ impl ApiError {
         Self::new(ErrorCode::Conflict, detail)
     }
 
-    pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Unauthorized, detail)
+    /// 401: the request carries no bearer token (or another scheme).
+    pub fn token_missing(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, detail).with_challenge(BearerChallenge::Missing)
+    }
+
+    /// 401 with `error="invalid_token"`: a token was sent and is refused.
+    pub fn token_invalid(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, detail).with_challenge(BearerChallenge::InvalidToken)
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, detail)
+    }
+
+    /// 403 with `error="insufficient_scope"`: the token is valid but lacks
+    /// `scope`.
+    pub fn insufficient_scope(scope: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, detail)
+            .with_challenge(BearerChallenge::InsufficientScope(scope))
+    }
+
+    fn with_challenge(mut self, challenge: BearerChallenge) -> Self {
+        self.challenge = Some(challenge);
+        self
     }
 
     /// A failure that is ours, not the client's: the cause goes to the log
@@ -240,6 +303,7 @@ impl ApiError {
                 source: None,
             }],
             retry_after_secs: None,
+            challenge: None,
             internal: Some(cause.to_string()),
         }
     }
@@ -342,11 +406,14 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        if matches!(
-            self.code,
-            ErrorCode::Unauthorized | ErrorCode::InvalidCredentials
-        ) {
-            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        // Every 401 carries a challenge (RFC 9110 §15.5.2).
+        let challenge = match self.challenge {
+            Some(challenge) => Some(challenge),
+            None if status == StatusCode::UNAUTHORIZED => Some(BearerChallenge::Missing),
+            None => None,
+        };
+        if let Some(challenge) = challenge {
+            response.insert_header((header::WWW_AUTHENTICATE, challenge.header_value()));
         }
         let mut response = response.body(json!({ "errors": errors }).to_string());
         response.extensions_mut().insert(ErrorIds(ids));
@@ -423,6 +490,43 @@ mod tests {
         assert_eq!(errors[0]["code"], "validation-failed");
         assert_eq!(errors[1]["source"]["pointer"], "/b");
         assert_ne!(errors[0]["id"], errors[1]["id"]);
+    }
+
+    #[test]
+    fn pointer_tokens_escape_tilde_before_slash() {
+        assert_eq!(pointer_token("plain"), "plain");
+        assert_eq!(pointer_token("a/b~c"), "a~1b~0c");
+        // `~1` in a key is a tilde and a one, not an escaped slash.
+        assert_eq!(pointer_token("~1"), "~01");
+    }
+
+    #[test]
+    fn bearer_challenges_follow_rfc_6750() {
+        let challenge = |err: ApiError| {
+            let response = err.error_response();
+            response
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            challenge(ApiError::token_missing("x")).as_deref(),
+            Some("Bearer realm=\"latchkey\"")
+        );
+        assert_eq!(
+            challenge(ApiError::token_invalid("x")).as_deref(),
+            Some("Bearer realm=\"latchkey\", error=\"invalid_token\"")
+        );
+        assert_eq!(
+            challenge(ApiError::insufficient_scope("admin", "x")).as_deref(),
+            Some("Bearer realm=\"latchkey\", error=\"insufficient_scope\", scope=\"admin\"")
+        );
+        // Any other 401 still challenges; other statuses do not.
+        assert_eq!(
+            challenge(ApiError::new(ErrorCode::InvalidCredentials, "x")).as_deref(),
+            Some("Bearer realm=\"latchkey\"")
+        );
+        assert_eq!(challenge(ApiError::forbidden("x")), None);
     }
 
     #[actix_web::test]

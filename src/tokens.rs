@@ -103,12 +103,20 @@ impl KeyRing {
     }
 }
 
+/// A token whose signature was checked, and the key that checked it.
+struct Verified {
+    kid: String,
+    public_key: Vec<u8>,
+    claims: Claims,
+}
+
 pub struct TokenService {
-    /// Claims of tokens whose signature was already checked, by the
-    /// token's SHA-256: an Ed25519 verification costs more than the rest of
-    /// a session read. Expiry (and, for session tokens, the session) is
-    /// still checked on every use.
-    verified: Mutex<HashMap<[u8; 32], Claims>>,
+    /// Tokens whose signature was already checked, by the token's SHA-256:
+    /// an Ed25519 verification costs more than the rest of a session read.
+    /// Expiry, the signing key still being in the ring (a removed key stops
+    /// its tokens at once) and, for session tokens, the session are still
+    /// checked on every use.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
     issuer: String,
     db: Db,
     clock: Arc<dyn Clock>,
@@ -164,7 +172,7 @@ pub fn rotate_signing_key(
 }
 
 fn unauthorized(detail: &str) -> ApiError {
-    ApiError::unauthorized(format!(
+    ApiError::token_invalid(format!(
         "{detail} Send a valid bearer token in the Authorization header."
     ))
 }
@@ -260,20 +268,37 @@ impl TokenService {
     /// Checks signature, algorithm, issuer and expiry.
     pub async fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // A remembered verification counts only while its key is still in
+        // the ring, unchanged; otherwise the token is verified afresh.
+        let ring = self.ring();
         let known = self
             .verified
             .lock()
-            .map(|cache| cache.get(&fingerprint).cloned())
+            .map(|mut cache| match cache.get(&fingerprint) {
+                Some(entry)
+                    if ring
+                        .find(&entry.kid)
+                        .is_some_and(|key| key.public_key == entry.public_key) =>
+                {
+                    Some(entry.claims.clone())
+                }
+                Some(_) => {
+                    cache.remove(&fingerprint);
+                    None
+                }
+                None => None,
+            })
             .unwrap_or(None);
         let claims = match known {
             Some(claims) => claims,
             None => {
-                let claims = self.verify_signature(token).await?;
+                let verified = self.verify_signature(token).await?;
+                let claims = verified.claims.clone();
                 if let Ok(mut cache) = self.verified.lock() {
                     if cache.len() >= VERIFIED_CACHE_LIMIT {
                         cache.clear();
                     }
-                    cache.insert(fingerprint, claims.clone());
+                    cache.insert(fingerprint, verified);
                 }
                 claims
             }
@@ -285,7 +310,7 @@ impl TokenService {
     }
 
     /// Signature, algorithm and issuer (not expiry, which changes with time).
-    async fn verify_signature(&self, token: &str) -> Result<Claims, ApiError> {
+    async fn verify_signature(&self, token: &str) -> Result<Verified, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthorized("The bearer token is malformed."))?;
         // Only EdDSA: refuses `none` and HS256 signed with a public key.
@@ -319,7 +344,11 @@ impl TokenService {
                 "The bearer token was issued by another issuer.",
             ));
         }
-        Ok(claims)
+        Ok(Verified {
+            kid: key.kid.clone(),
+            public_key: key.public_key.clone(),
+            claims,
+        })
     }
 
     /// The public keys as a JWK set.

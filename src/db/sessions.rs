@@ -131,6 +131,7 @@ pub fn list(
 /// Filters of a session search; every given one must hold.
 #[derive(Debug, Default, Clone)]
 pub struct SessionSearch {
+    /// `Some(empty)` matches no session.
     pub ids: Option<Vec<String>>,
     pub user_id: Option<String>,
     pub created_after: Option<NaiveDateTime>,
@@ -145,6 +146,11 @@ pub fn search(
     limit: i64,
     offset: i64,
 ) -> QueryResult<(Vec<SessionRow>, i64)> {
+    // An id filter that names no id matches nothing (said here, not left to
+    // how each backend renders an empty `IN`).
+    if filter.ids.as_ref().is_some_and(Vec::is_empty) {
+        return Ok((Vec::new(), 0));
+    }
     // The same filters for the page and for the count.
     let filtered = || {
         let mut query = sessions::table.into_boxed();

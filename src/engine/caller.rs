@@ -118,7 +118,7 @@ pub fn not_verified() -> ApiError {
 }
 
 pub fn session_ended() -> ApiError {
-    ApiError::unauthorized("The session of this token has ended (revoked, expired or replaced).")
+    ApiError::token_invalid("The session of this token has ended (revoked, expired or replaced).")
 }
 
 /// Turns verified token claims into a caller: admin tokens as they are,
@@ -138,7 +138,7 @@ pub async fn authenticate(
         ));
     }
     let Some(session_id) = claims.sid.clone() else {
-        return Err(ApiError::unauthorized(
+        return Err(ApiError::token_invalid(
             "This route needs a session token or an admin token.",
         ));
     };

@@ -224,7 +224,7 @@ pub async fn create_account_otp(
         core.db
             .run(move |conn| Ok::<_, ApiError>(users::find(conn, &user_id)?))
             .await?
-            .ok_or_else(|| ApiError::unauthorized("The user of this token no longer exists."))?
+            .ok_or_else(|| ApiError::token_invalid("The user of this token no longer exists."))?
     };
     let matched = login::check_secret(
         core,

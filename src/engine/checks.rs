@@ -28,6 +28,7 @@ use crate::db::users::{self, UserRow};
 use crate::error::{ApiError, ErrorCode};
 use crate::services::audit::{self, AuditKind, ClientInfo};
 use crate::services::{Core, Rules, parse_id};
+use crate::tokens::ADMIN_SCOPE;
 
 #[derive(Debug, Default, Clone)]
 pub struct SessionChecks {
@@ -225,12 +226,16 @@ fn check_request(
     caller: Option<&Caller>,
     request: &SessionRequest,
 ) -> Result<(), ApiError> {
-    let is_admin = caller.is_some_and(Caller::is_admin);
-    if matches!(request.otp_email, Some(CodeDelivery::Return)) && !is_admin {
-        return Err(
-            ApiError::forbidden("Only an admin token may have the code returned.")
-                .at_pointer("/challenges/otpEmail/returnCode"),
-        );
+    if matches!(request.otp_email, Some(CodeDelivery::Return)) {
+        let detail = "Only an admin token may have the code returned.";
+        let refusal = match caller {
+            Some(Caller::Admin { .. }) => None,
+            Some(Caller::User { .. }) => Some(ApiError::insufficient_scope(ADMIN_SCOPE, detail)),
+            None => Some(ApiError::forbidden(detail)),
+        };
+        if let Some(refusal) = refusal {
+            return Err(refusal.at_pointer("/challenges/otpEmail/returnCode"));
+        }
     }
     if let Some(lifetime) = request.lifetime {
         lifecycle::check_lifetime(&core.settings.auth, caller, lifetime)?;
@@ -239,6 +244,7 @@ fn check_request(
         link_template: Some(template),
     }) = &request.otp_email
     {
+        let is_admin = caller.is_some_and(Caller::is_admin);
         challenges::ensure_link_allowed(&core.settings.auth, is_admin, template)?;
     }
     Ok(())
@@ -263,12 +269,13 @@ pub async fn create(
     match (is_login, caller) {
         (true, _) | (false, Some(Caller::Admin { .. })) => {}
         (false, None) => {
-            return Err(ApiError::unauthorized(
+            return Err(ApiError::token_missing(
                 "Without a password check, creating a session needs an admin token.",
             ));
         }
         (false, Some(Caller::User { .. })) => {
-            return Err(ApiError::forbidden(
+            return Err(ApiError::insufficient_scope(
+                ADMIN_SCOPE,
                 "Without a password check, creating a session needs an admin token.",
             ));
         }

@@ -18,11 +18,11 @@ use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Schema, S
 use super::forwarded;
 use crate::db::sessions::SessionRow;
 use crate::engine::caller::{self, Caller};
-use crate::error::{ApiError, ErrorCode, Problem, Source};
+use crate::error::{ApiError, ErrorCode, Problem, Source, pointer_token};
 use crate::services::audit::ClientInfo;
 use crate::services::rules::Rule;
 use crate::services::{Core, Page};
-use crate::tokens::Claims;
+use crate::tokens::{ADMIN_SCOPE, Claims};
 
 fn core(req: &HttpRequest) -> Result<web::Data<Core>, ApiError> {
     req.app_data::<web::Data<Core>>()
@@ -188,10 +188,11 @@ fn typed_schema(schema_type: Type, description: Option<String>) -> Schema {
     )
 }
 
-fn list_schema(items: Schema) -> Schema {
+fn list_schema(items: Schema, min_items: usize) -> Schema {
     Schema::Array(
         ArrayBuilder::new()
             .items(ArrayItems::RefOrSchema(Box::new(items.into())))
+            .min_items((min_items > 0).then_some(min_items))
             .build(),
     )
 }
@@ -252,8 +253,10 @@ impl<'a> Fields<'a> {
         })
     }
 
+    /// The pointer of this object's member `name` (escaped: unknown
+    /// fields' names are the client's).
     fn pointer(&self, name: &str) -> String {
-        format!("{}/{name}", self.prefix)
+        format!("{}/{}", self.prefix, pointer_token(name))
     }
 
     /// A nested object, read with its own `Fields`; hand it back with
@@ -283,7 +286,7 @@ impl<'a> Fields<'a> {
         if let Some(described) = child.described.take() {
             if let Some((name, list)) = described.slot {
                 let object = described.into_schema();
-                let schema = if list { list_schema(object) } else { object };
+                let schema = if list { list_schema(object, 0) } else { object };
                 self.describe(name, schema, false);
             }
             return;
@@ -312,7 +315,7 @@ impl<'a> Fields<'a> {
             Some(Value::Object(map)) => {
                 let mut values = std::collections::BTreeMap::new();
                 for (key, value) in map {
-                    let pointer = format!("{}/{key}", self.pointer(name));
+                    let pointer = format!("{}/{}", self.pointer(name), pointer_token(key));
                     match value {
                         Value::String(s) => match (rule.check)(s) {
                             Ok(()) => {
@@ -428,13 +431,35 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// An optional array of strings, each passing `rule`.
-    pub fn optional_str_list(&mut self, name: &'static str, rule: Rule) -> Option<Vec<String>> {
-        if self.describe(name, list_schema(string_schema(rule, false)), false) {
+    /// An optional array of strings, each passing `rule`, with at least
+    /// `min_items` of them (1 where an empty list would mean nothing: a
+    /// list that names what to do must name something).
+    pub fn optional_str_list(
+        &mut self,
+        name: &'static str,
+        rule: Rule,
+        min_items: usize,
+    ) -> Option<Vec<String>> {
+        if self.describe(
+            name,
+            list_schema(string_schema(rule, false), min_items),
+            false,
+        ) {
             return None;
         }
         match self.get(name) {
             None | Some(Value::Null) => None,
+            Some(Value::Array(items)) if items.len() < min_items => {
+                self.problem(
+                    name,
+                    format!(
+                        "{name} must list at least {min_items} value{} ({}).",
+                        if min_items == 1 { "" } else { "s" },
+                        rule.description
+                    ),
+                );
+                None
+            }
             Some(Value::Array(items)) => {
                 let mut values = Vec::with_capacity(items.len());
                 for (index, item) in items.iter().enumerate() {
@@ -700,25 +725,30 @@ pub struct Bearer(pub Claims);
 /// A caller whose token has the `admin` scope.
 pub struct Admin(pub Claims);
 
-fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+/// The bearer token of the Authorization header. No header, or another
+/// scheme, is a missing token (a challenge without an error code, RFC 6750
+/// §3.1); a bearer header without a readable token is an invalid one.
+pub(crate) fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .ok_or_else(|| {
-            ApiError::unauthorized("This route needs a bearer token in the Authorization header.")
+            ApiError::token_missing("This route needs a bearer token in the Authorization header.")
         })?;
     let value = header
         .to_str()
-        .map_err(|_| ApiError::unauthorized("The Authorization header is not readable text."))?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim().to_owned())
-        }
-        _ => Err(ApiError::unauthorized(
+        .map_err(|_| ApiError::token_invalid("The Authorization header is not readable text."))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::token_missing(
             "The Authorization header must be `Bearer <token>`.",
+        ));
+    }
+    match token.trim() {
+        "" => Err(ApiError::token_invalid(
+            "The Authorization header must be `Bearer <token>`; the token is missing.",
         )),
+        token => Ok(token.to_owned()),
     }
 }
 
@@ -746,7 +776,8 @@ impl FromRequest for Admin {
             if claims.is_admin() {
                 Ok(Admin(claims))
             } else {
-                Err(ApiError::forbidden(
+                Err(ApiError::insufficient_scope(
+                    ADMIN_SCOPE,
                     "This route needs a token with the admin scope.",
                 ))
             }

@@ -23,7 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     admin::configure(cfg);
     pace::configure(cfg);
     zitadel::configure(cfg);
-    cfg.service(openapi::service());
+    cfg.service(web::resource("/docs").route(web::get().to(openapi::docs_redirect)))
+        .service(openapi::service());
 }
 
 /// The app's default service: no route matched.

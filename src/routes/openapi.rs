@@ -2,6 +2,8 @@
 //! attributes and the schemas below, served at `/openapi.json` with
 //! Swagger UI (vendored assets, no CDN) at `/docs/`.
 
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
@@ -41,10 +43,13 @@ pub struct ErrorSource {
 
 #[derive(IntoResponses)]
 pub enum AuthErrors {
-    /// Missing, malformed, expired or wrongly signed bearer token.
+    /// Missing, malformed, expired or wrongly signed bearer token, or its
+    /// session has ended; `WWW-Authenticate: Bearer realm="latchkey"`, with
+    /// `error="invalid_token"` when a token was sent.
     #[response(status = 401, content_type = "application/vnd.api+json")]
     Unauthorized(ErrorDocument),
-    /// The token lacks the admin scope.
+    /// The token lacks the admin scope (`WWW-Authenticate: Bearer …,
+    /// error="insufficient_scope", scope="admin"`).
     #[response(status = 403, content_type = "application/vnd.api+json")]
     Forbidden(ErrorDocument),
 }
@@ -267,4 +272,17 @@ pub struct ApiDoc;
 /// `/openapi.json` and Swagger UI at `/docs/`.
 pub fn service() -> SwaggerUi {
     SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi())
+}
+
+/// `GET /docs` (as typed, without the slash): a permanent redirect to the
+/// Swagger UI at `/docs/`, keeping the query string. The page's assets are
+/// relative to `/docs/`, so it is not served at `/docs` itself.
+pub async fn docs_redirect(req: HttpRequest) -> HttpResponse {
+    let location = match req.query_string() {
+        "" => "/docs/".to_owned(),
+        query => format!("/docs/?{query}"),
+    };
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, location))
+        .finish()
 }

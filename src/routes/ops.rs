@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use diesel::connection::SimpleConnection;
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
+use super::extract::bearer_token;
 use crate::db::outbox as outbox_rows;
 use crate::error::ApiError;
 use crate::services::Core;
@@ -44,8 +47,34 @@ pub(super) async fn readyz(core: web::Data<Core>) -> Result<HttpResponse, ApiErr
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "ops", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub(super) async fn metrics(core: web::Data<Core>) -> HttpResponse {
+/// With `LATCHKEY_METRICS_TOKEN` set, the request must carry it as its
+/// bearer token. The two are compared as SHA-256 digests in constant time,
+/// so neither the content nor the length of the token leaks through timing.
+fn check_metrics_token(req: &HttpRequest, core: &Core) -> Result<(), ApiError> {
+    let Some(expected) = &core.settings.metrics_token else {
+        return Ok(());
+    };
+    let given = bearer_token(req)?;
+    let given = Sha256::digest(given.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    if bool::from(given[..].ct_eq(&expected[..])) {
+        Ok(())
+    } else {
+        Err(ApiError::token_invalid(
+            "The bearer token is not the metrics token (LATCHKEY_METRICS_TOKEN).",
+        ))
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", summary = "Prometheus metrics",
+    description = "Open unless `LATCHKEY_METRICS_TOKEN` is set; then it needs `Authorization: Bearer <that token>`.",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: the metrics token is set and was not sent, or is wrong", body = super::openapi::ErrorDocument, content_type = "application/vnd.api+json")))]
+pub(super) async fn metrics(
+    req: HttpRequest,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    check_metrics_token(&req, &core)?;
     let now = core.now();
     let outbox = core
         .db
@@ -72,9 +101,9 @@ pub(super) async fn metrics(core: web::Data<Core>) -> HttpResponse {
         }
         Err(err) => tracing::warn!(error = %err, "outbox metrics unavailable"),
     }
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(telemetry::render_metrics(core.db.pool().state()))
+        .body(telemetry::render_metrics(core.db.pool().state())))
 }
 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "ops", summary = "The public keys that verify Latchkey's tokens (JWK set, Ed25519)", responses((status = 200, description = "JWK set")))]

@@ -15,6 +15,7 @@ use crate::engine::{authenticators, challenges};
 use crate::error::ApiError;
 use crate::services::audit::ClientInfo;
 use crate::services::{Core, rules};
+use crate::tokens::ADMIN_SCOPE;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -194,17 +195,19 @@ pub(super) async fn list_sessions(
         .optional("userId", rules::UUID)?
         .map(|id| id.to_ascii_lowercase());
     if user_id.is_some() && !caller.is_admin() {
-        return Err(
-            ApiError::forbidden("Only an admin token may list another user's sessions.")
-                .at_parameter("userId"),
-        );
+        return Err(ApiError::insufficient_scope(
+            ADMIN_SCOPE,
+            "Only an admin token may list another user's sessions.",
+        )
+        .at_parameter("userId"));
     }
     Ok(paged(
         lifecycle::list(&core, &caller, user_id, query.page()?).await?,
     ))
 }
 
-/// `types` among login, account, totp, recovery (default: every kind);
+/// `types` among login, account, totp, recovery (default: every kind; an
+/// empty list is refused, it would check nothing);
 /// `sessionId` defaults to the session of the token.
 pub struct VerifyOtpBody {
     otp: String,
@@ -215,7 +218,7 @@ pub struct VerifyOtpBody {
 impl RequestBody for VerifyOtpBody {
     fn read(fields: &mut Fields<'_>) -> Self {
         let otp = fields.required_str("otp", rules::OTP_CODE);
-        let types = fields.optional_str_list("types", rules::OTP_TYPE);
+        let types = fields.optional_str_list("types", rules::OTP_TYPE, 1);
         let session_id = fields.optional_str("sessionId", rules::UUID);
         Self {
             otp,

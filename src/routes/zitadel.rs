@@ -274,9 +274,15 @@ impl RequestBody for V2SearchBody {
         if let Some(queries) = fields.object_list("queries") {
             for mut query in queries {
                 if let Some(mut ids) = query.object("idsQuery") {
-                    filter.ids = ids
-                        .optional_str_list("ids", rules::UUID)
-                        .map(|v| v.into_iter().map(|i| i.to_ascii_lowercase()).collect());
+                    // No ids (`[]`, or absent: protobuf's JSON writes an
+                    // empty repeated field so) match no session.
+                    filter.ids = Some(
+                        ids.optional_str_list("ids", rules::UUID, 0)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|i| i.to_ascii_lowercase())
+                            .collect(),
+                    );
                     query.absorb(ids);
                 }
                 if let Some(mut user) = query.object("userIdQuery") {

@@ -156,7 +156,11 @@ pub fn login_name(value: &str) -> Result<(), String> {
     crate::domain::LoginName::parse(value).map(drop)
 }
 
-/// A plain mailbox `local@domain.tld`; deliverability is the mail relay's business.
+/// A plain mailbox `local@domain.tld` that the mailer can address: it must
+/// parse as a `lettre::Address`, the type mail is sent with (so `a,b@…` or
+/// `a..b@…` is refused here, not stored and dead later). The length, the
+/// dot in the domain and the absence of spaces and angle brackets are our
+/// own rules besides. Deliverability is the mail relay's business.
 pub fn email(value: &str) -> Result<(), String> {
     let well_formed = value.split_once('@').is_some_and(|(local, domain)| {
         !local.is_empty()
@@ -169,6 +173,7 @@ pub fn email(value: &str) -> Result<(), String> {
         && all_chars(value, 3, 254, |c| {
             !c.is_whitespace() && !c.is_control() && c != '<' && c != '>'
         })
+        && value.parse::<lettre::Address>().is_ok()
     {
         Ok(())
     } else {
@@ -308,6 +313,19 @@ mod tests {
         assert!(email("a@b.co").is_ok());
         assert!(email("a@b").is_err());
         assert!(email("a b@c.de").is_err());
+        // What the mailer cannot address is refused.
+        assert!(email("a,b@example.com").is_err());
+        assert!(email("a..b@example.com").is_err());
+        assert!(email(".a@example.com").is_err());
+        // What is accepted, the mailer can send to.
+        for good in [
+            "ann@example.com",
+            "a.b+tag@sub.example.co",
+            "o'neil@example.ie",
+        ] {
+            assert!(email(good).is_ok(), "{good}");
+            assert!(good.parse::<lettre::message::Mailbox>().is_ok(), "{good}");
+        }
         assert!(uuid("4dc84733-ce2a-461b-8017-4e77b3f99a66").is_ok());
         assert!(uuid("4dc84733ce2a461b80174e77b3f99a66").is_err());
         assert!(password("1234567").is_err());

@@ -317,3 +317,56 @@ async fn names_that_look_alike_are_one_user() {
         );
     }
 }
+
+/// An address the mailer cannot use is refused when it is given, on create
+/// and on patch, instead of being stored and its mail dying later.
+#[tokio::test]
+async fn emails_the_mailer_cannot_use_are_refused() {
+    let app = spawn_app().await;
+    app.create_entity("1000").await;
+    let body = |email: &str, employee: &str| {
+        json!({
+            "entityNumber": "1000",
+            "employeeNumber": employee,
+            "displayName": "Ann Example",
+            "email": email,
+            "loginName": format!("user{employee}"),
+            "password": "correct horse battery",
+        })
+    };
+    for bad in ["a,b@example.com", "a..b@example.com"] {
+        let errors = assert_error(
+            app.post("/admin/users", &body(bad, "10000")).await,
+            422,
+            "validation-failed",
+        )
+        .await;
+        assert_eq!(pointers(&errors), ["/email"], "{bad}");
+    }
+    let list = json(app.get("/admin/users").await).await;
+    assert_eq!(list["meta"]["total"], 0, "nothing was stored");
+
+    let response = app
+        .post("/admin/users", &body("a.b@example.com", "10000"))
+        .await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    for bad in ["a,b@example.com", "a..b@example.com"] {
+        let errors = assert_error(
+            app.patch(&location, &json!({"email": bad})).await,
+            422,
+            "validation-failed",
+        )
+        .await;
+        assert_eq!(pointers(&errors), ["/email"], "{bad}");
+    }
+    assert_eq!(
+        json(app.get(&location).await).await["email"],
+        "a.b@example.com"
+    );
+    let patched = app
+        .patch(&location, &json!({"email": "ann+tag@example.com"}))
+        .await;
+    assert_eq!(patched.status(), 200);
+    assert_eq!(json(patched).await["email"], "ann+tag@example.com");
+}

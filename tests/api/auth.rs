@@ -17,14 +17,28 @@ async fn call_with(app: &TestApp, authorization: Option<&str>) -> reqwest::Respo
     request.send().await.unwrap()
 }
 
+pub const NO_TOKEN: &str = "Bearer realm=\"latchkey\"";
+pub const INVALID_TOKEN: &str = "Bearer realm=\"latchkey\", error=\"invalid_token\"";
+pub const ADMIN_SCOPE_MISSING: &str =
+    "Bearer realm=\"latchkey\", error=\"insufficient_scope\", scope=\"admin\"";
+
+pub fn challenge(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// A 401 whose challenge follows RFC 6750 §3: no error code without a
+/// bearer token, `invalid_token` for a bearer token that is refused.
 async fn assert_unauthorized(app: &TestApp, authorization: Option<&str>) {
     let response = call_with(app, authorization).await;
+    let sent_bearer = authorization.is_some_and(|a| a.to_ascii_lowercase().starts_with("bearer"));
+    let expected = if sent_bearer { INVALID_TOKEN } else { NO_TOKEN };
     assert_eq!(
-        response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap()),
-        Some("Bearer")
+        challenge(&response).as_deref(),
+        Some(expected),
+        "{authorization:?}"
     );
     assert_error(response, 401, "unauthorized").await;
 }
@@ -191,6 +205,7 @@ async fn tokens_without_admin_scope_are_forbidden_on_admin_routes() {
             .send()
             .await
             .unwrap();
+        assert_eq!(challenge(&response).as_deref(), Some(ADMIN_SCOPE_MISSING));
         assert_error(response, 403, "forbidden").await;
     }
     // Authentication is checked before the body is read.
@@ -222,4 +237,101 @@ async fn issued_tokens_carry_the_documented_claims() {
     assert_eq!(claims.exp - claims.iat, 300);
     assert!(uuid::Uuid::parse_str(&claims.jti).is_ok());
     assert_eq!(app.core.tokens.verify(&token).await.unwrap(), claims);
+}
+
+/// A session token stops at once when its session ends, and says why in
+/// its challenge; where only an admin token will do, a session token is
+/// told which scope it lacks.
+#[tokio::test]
+async fn ended_sessions_and_missing_scopes_are_challenged() {
+    let app = spawn_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let (session_id, token) = crate::zitadel::v2_verified_login(&app, &user).await;
+
+    let others = app
+        .with_token(
+            Method::GET,
+            &format!("/sessions?userId={}", uuid::Uuid::new_v4()),
+            &token,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenge(&others).as_deref(), Some(ADMIN_SCOPE_MISSING));
+    assert_error(others, 403, "forbidden").await;
+    let returned = crate::zitadel::patch(
+        &app,
+        &token,
+        &session_id,
+        json!({"challenges": {"otpEmail": {"returnCode": {}}}}),
+    )
+    .await;
+    assert_eq!(challenge(&returned).as_deref(), Some(ADMIN_SCOPE_MISSING));
+    assert_error(returned, 403, "forbidden").await;
+    // Creating a session without a password check needs an admin token.
+    let checks = json!({"checks": {"user": {"userId": user.id}}});
+    let response = crate::zitadel::create(&app, Some(&token), checks.clone()).await;
+    assert_eq!(challenge(&response).as_deref(), Some(ADMIN_SCOPE_MISSING));
+    assert_error(response, 403, "forbidden").await;
+    let response = crate::zitadel::create(&app, None, checks).await;
+    assert_eq!(challenge(&response).as_deref(), Some(NO_TOKEN));
+    assert_error(response, 401, "unauthorized").await;
+
+    let revoked = app
+        .with_token(Method::DELETE, &format!("/sessions/{session_id}"), &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let response = app
+        .with_token(Method::GET, &format!("/sessions/{session_id}"), &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenge(&response).as_deref(), Some(INVALID_TOKEN));
+    assert_error(response, 401, "unauthorized").await;
+}
+
+/// A signing key taken out of the ring stops its tokens at once, even
+/// tokens whose verification is remembered; tokens of the keys that stay
+/// keep working.
+#[tokio::test]
+async fn a_removed_signing_key_stops_its_tokens_at_once() {
+    use diesel::prelude::*;
+    use latchkey::db::schema::signing_keys;
+
+    let app = spawn_app().await;
+    let old_kid = current_kid(&app).await;
+    let old_token = format!("Bearer {}", app.admin_token);
+    // Verified once, so remembered.
+    assert_eq!(call_with(&app, Some(&old_token)).await.status(), 200);
+
+    let clock = app.clock.clone();
+    let master = latchkey::master_key::MasterKey::load(None, app.db.dir.path()).unwrap();
+    let sealer = latchkey::tokens::signing_key_sealer(&master);
+    app.core
+        .db
+        .write(move |conn| {
+            latchkey::tokens::rotate_signing_key(conn, &clock, &sealer)
+                .map_err(latchkey::error::ApiError::internal)?;
+            diesel::delete(signing_keys::table.filter(signing_keys::kid.eq(old_kid)))
+                .execute(conn)?;
+            Ok::<_, latchkey::error::ApiError>(())
+        })
+        .await
+        .unwrap();
+    app.core.tokens.reload().await.unwrap();
+
+    assert_unauthorized(&app, Some(&old_token)).await;
+    let (new_token, _) = app
+        .core
+        .tokens
+        .issue("ops", "admin", Duration::minutes(5), None)
+        .unwrap();
+    assert_eq!(
+        call_with(&app, Some(&format!("Bearer {new_token}")))
+            .await
+            .status(),
+        200
+    );
 }

@@ -1,7 +1,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{assert_error, spawn_app};
+use crate::helpers::{assert_error, pointers, spawn_app};
 
 #[tokio::test]
 async fn bodies_that_are_not_json_objects_are_bad_requests() {
@@ -145,4 +145,40 @@ async fn request_ids_are_echoed_or_generated() {
         .unwrap();
     let generated = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+}
+
+/// RFC 6901: a client-chosen name in a pointer has `~` as `~0` and `/` as
+/// `~1`, so each pointer names exactly the member that is wrong.
+#[tokio::test]
+async fn pointers_escape_client_chosen_names() {
+    let app = spawn_app().await;
+    // A v2 metadata key and unknown fields, at the top and nested.
+    let response = app
+        .client
+        .post(app.url("/v2/sessions"))
+        .json(&json!({
+            "checks": {"user": {"loginName": "ann@example.com"}, "pass/word": {}},
+            "metadata": {"a/b~c": "not base64!", "plain": "aVBob25l"},
+            "~x": 1,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let errors = assert_error(response, 422, "validation-failed").await;
+    assert_eq!(
+        pointers(&errors),
+        ["/checks/pass~1word", "/metadata/a~1b~0c", "/~0x"]
+    );
+    // An unknown field of an admin body.
+    let errors = assert_error(
+        app.post(
+            "/admin/entities",
+            &json!({"entityNumber": "1000", "name": "A", "x/y": true}),
+        )
+        .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(pointers(&errors), ["/x~1y"]);
 }

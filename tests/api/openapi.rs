@@ -133,6 +133,21 @@ async fn swagger_ui_is_served_without_a_cdn() {
     assert_eq!(css.status(), 200);
 }
 
+/// `/docs` as typed in a browser's address bar leads to the page.
+#[tokio::test]
+async fn docs_without_the_slash_redirects_to_the_page() {
+    let app = spawn_app().await;
+    for (path, location) in [("/docs", "/docs/"), ("/docs?x=1", "/docs/?x=1")] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 308, "{path}");
+        assert_eq!(response.headers()["location"], location, "{path}");
+    }
+    // Followed, it ends at the page.
+    let response = reqwest::get(app.url("/docs")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.url().path(), "/docs/");
+}
+
 fn keys(value: &Value) -> Vec<String> {
     let mut keys: Vec<String> = value
         .as_object()
@@ -185,6 +200,11 @@ async fn request_bodies_are_documented_by_their_readers() {
     assert_eq!(
         keys(&v2["challenges"]["properties"]["otpEmail"]["properties"]),
         ["returnCode", "sendCode"]
+    );
+    // A list that must name something says so.
+    assert_eq!(
+        schemas["VerifyOtpBody"]["properties"]["types"]["minItems"],
+        1
     );
     let search = &schemas["V2SearchBody"]["properties"];
     assert_eq!(

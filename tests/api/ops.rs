@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{assert_error, json, spawn_app};
+use crate::helpers::{assert_error, json, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -108,4 +108,51 @@ async fn a_restart_keeps_data_and_keys() {
         .get("/admin/entities/00000000-0000-4000-8000-000000000000")
         .await;
     assert_error(response, 404, "not-found").await;
+}
+
+/// With LATCHKEY_METRICS_TOKEN set, /metrics answers only that bearer
+/// token (an admin token is not it); other callers get a JSON:API 401.
+#[tokio::test]
+async fn the_metrics_token_guards_metrics() {
+    const TOKEN: &str = "metrics-0123456789abcdef";
+    let app = spawn_app_with(
+        std::sync::Arc::new(crate::helpers::TestDatabase::new()),
+        crate::smtp::SmtpServer::start(),
+        &[("LATCHKEY_METRICS_TOKEN", TOKEN)],
+    )
+    .await;
+    let metrics = |authorization: Option<String>| {
+        let mut request = app.client.get(app.url("/metrics"));
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let response = metrics(None).await;
+    assert_eq!(
+        crate::auth::challenge(&response).as_deref(),
+        Some(crate::auth::NO_TOKEN)
+    );
+    assert_error(response, 401, "unauthorized").await;
+    for wrong in [
+        format!("Bearer {TOKEN}x"),
+        format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]),
+        format!("Bearer {}", app.admin_token),
+    ] {
+        let response = metrics(Some(wrong)).await;
+        assert_eq!(
+            crate::auth::challenge(&response).as_deref(),
+            Some(crate::auth::INVALID_TOKEN)
+        );
+        assert_error(response, 401, "unauthorized").await;
+    }
+    let response = metrics(Some(format!("Bearer {TOKEN}"))).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("latchkey_http_requests_total")
+    );
 }

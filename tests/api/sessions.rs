@@ -957,3 +957,24 @@ async fn the_audit_log_is_filtered_by_kind() {
     )
     .await;
 }
+
+/// An empty `types` would check the code against nothing: it is refused
+/// at `/types`, and the waiting code is not charged a try.
+#[tokio::test]
+async fn verify_otp_refuses_an_empty_types_list() {
+    let app = spawn_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let login = app.login(&user).await;
+    assert_eq!(put_session(&app, &login, &user, false).await.status(), 200);
+    let code = app.smtp.wait_for(1).await[0].code();
+
+    let errors = assert_error(
+        verify(&app, &login.token, json!({"otp": code, "types": []})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(pointers(&errors), ["/types"]);
+    let verified = json(verify(&app, &login.token, json!({"otp": code})).await).await;
+    assert_eq!(verified["type"], "login", "{verified}");
+}

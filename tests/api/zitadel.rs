@@ -493,6 +493,30 @@ async fn search_by_ids_user_and_creation_date() {
     assert_eq!(others["details"]["totalResult"], "0");
 }
 
+/// An `idsQuery` naming no ids matches no session (as in ZITADEL, where
+/// an absent repeated field is an empty one), not every session.
+#[tokio::test]
+async fn search_by_no_ids_matches_nothing() {
+    let app = spawn_app().await;
+    let ann = app.seed_user("1000", "10000", "ann@example.com").await;
+    v2_login(&app, &ann).await;
+    let (_, ann_token) = v2_verified_login(&app, &ann).await;
+    for token in [app.admin_token.clone(), ann_token] {
+        for query in [json!({"ids": []}), json!({})] {
+            let found = json(
+                app.with_token(Method::POST, "/v2/sessions/search", &token)
+                    .json(&json!({"queries": [{"idsQuery": query}]}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(found["details"]["totalResult"], "0", "{query}: {found}");
+            assert_eq!(found["sessions"], json!([]), "{query}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn one_session_across_the_faces() {
     let app = spawn_app().await;
