@@ -46,9 +46,16 @@ pub async fn seed(
     db.migrate()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now = clock.now().naive_utc();
+    // The same master key the server will load (setting or key file).
+    let master =
+        latchkey::master_key::MasterKey::load(settings.master_key.as_ref(), &settings.data_dir)?;
     {
         let mut conn = db.pool().get()?;
-        tokens::ensure_signing_key(&mut conn, clock.as_ref())?;
+        tokens::ensure_signing_key(
+            &mut conn,
+            clock.as_ref(),
+            &tokens::signing_key_sealer(&master),
+        )?;
     }
     let hasher = PasswordHasher::new(&settings.argon2)?;
     let password_hash = hasher.hash(PASSWORD)?;
@@ -110,9 +117,14 @@ pub async fn seed(
         .map_err(api)?;
     }
 
-    let tokens = TokenService::load(db.clone(), settings.issuer.clone(), clock.clone())
-        .await
-        .map_err(api)?;
+    let tokens = TokenService::load(
+        db.clone(),
+        settings.issuer.clone(),
+        clock.clone(),
+        tokens::signing_key_sealer(&master),
+    )
+    .await
+    .map_err(api)?;
     let expires_at = now + Duration::hours(12);
     let session_row = |i: usize, token_id: Option<String>| SessionRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -135,6 +147,9 @@ pub async fn seed(
         failure_code: None,
         failure_reason: None,
         sequence: 1,
+        user_agent_fingerprint_id: None,
+        user_agent_header: None,
+        creator: None,
     };
 
     // Stored sessions: the data the scenarios run against.
