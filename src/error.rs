@@ -44,6 +44,10 @@ pub enum ErrorCode {
     SessionNotVerified,
     /// A session token asked for a lifetime beyond the configured maximum.
     LifetimeTooLong,
+    /// A v2 check Latchkey does not offer (passkeys, IdP intents, SMS codes).
+    CheckNotSupported,
+    /// A v2 challenge Latchkey does not offer (passkeys, SMS codes).
+    ChallengeNotSupported,
 }
 
 impl ErrorCode {
@@ -74,6 +78,8 @@ impl ErrorCode {
             Self::WeakPin => "weak-pin",
             Self::SessionNotVerified => "session-not-verified",
             Self::LifetimeTooLong => "lifetime-too-long",
+            Self::CheckNotSupported => "check-not-supported",
+            Self::ChallengeNotSupported => "challenge-not-supported",
         }
     }
 
@@ -102,7 +108,9 @@ impl ErrorCode {
             | Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::WeakPin => StatusCode::NOT_ACCEPTABLE,
             Self::SessionNotVerified => StatusCode::FORBIDDEN,
-            Self::LifetimeTooLong => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::LifetimeTooLong | Self::CheckNotSupported | Self::ChallengeNotSupported => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
         }
     }
 
@@ -134,6 +142,8 @@ impl ErrorCode {
             Self::WeakPin => "The PIN is too easy to guess",
             Self::SessionNotVerified => "The session is not verified yet",
             Self::LifetimeTooLong => "The lifetime is too long",
+            Self::CheckNotSupported => "This check is not supported",
+            Self::ChallengeNotSupported => "This challenge is not supported",
         }
     }
 

@@ -55,13 +55,16 @@ pub async fn seed(
     db.migrate()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now = clock.now().naive_utc();
-    // The server's master key (the bench sets LATCHKEY_MASTER_KEY).
+    // The same master key the server will load (setting or key file).
     let master =
         latchkey::master_key::MasterKey::load(settings.master_key.as_ref(), &settings.data_dir)?;
-    let key_sealer = tokens::signing_key_sealer(&master);
     {
         let mut conn = db.pool().get()?;
-        tokens::ensure_signing_key(&mut conn, clock.as_ref(), &key_sealer)?;
+        tokens::ensure_signing_key(
+            &mut conn,
+            clock.as_ref(),
+            &tokens::signing_key_sealer(&master),
+        )?;
     }
     let hasher = PasswordHasher::new(&settings.argon2)?;
     let password_hash = hasher.hash(PASSWORD)?;
@@ -134,7 +137,7 @@ pub async fn seed(
         db.clone(),
         settings.issuer.clone(),
         clock.clone(),
-        key_sealer,
+        tokens::signing_key_sealer(&master),
     )
     .await
     .map_err(api)?;
@@ -160,6 +163,9 @@ pub async fn seed(
         failure_code: None,
         failure_reason: None,
         sequence: 1,
+        user_agent_fingerprint_id: None,
+        user_agent_header: None,
+        creator: None,
     };
 
     // Stored sessions: the data the scenarios run against.

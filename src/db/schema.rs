@@ -84,6 +84,9 @@ diesel::table! {
         failure_code -> Nullable<Text>,
         failure_reason -> Nullable<Text>,
         sequence -> BigInt,
+        user_agent_fingerprint_id -> Nullable<Text>,
+        user_agent_header -> Nullable<Text>,
+        creator -> Nullable<Text>,
     }
 }
 

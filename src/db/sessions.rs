@@ -27,6 +27,11 @@ pub struct SessionRow {
     pub failure_code: Option<String>,
     pub failure_reason: Option<String>,
     pub sequence: i64,
+    pub user_agent_fingerprint_id: Option<String>,
+    /// JSON object: header name -> list of values.
+    pub user_agent_header: Option<String>,
+    /// Who created the session: an admin token's subject, or the user.
+    pub creator: Option<String>,
 }
 
 /// Every change bumps `sequence` by one; `None` leaves a column alone.
@@ -137,6 +142,15 @@ pub struct SessionSearch {
     pub created_after: Option<NaiveDateTime>,
     pub created_before: Option<NaiveDateTime>,
     pub created_at: Option<NaiveDateTime>,
+    pub expires_after: Option<NaiveDateTime>,
+    pub expires_before: Option<NaiveDateTime>,
+    pub expires_at: Option<NaiveDateTime>,
+    pub creator: Option<String>,
+    /// The creator is the caller (resolved by the engine into `creator`).
+    pub creator_is_caller: bool,
+    pub user_agent_fingerprint_id: Option<String>,
+    /// The fingerprint is the caller's session's (resolved by the engine).
+    pub fingerprint_of_caller: bool,
     pub ascending: bool,
 }
 
@@ -168,6 +182,21 @@ pub fn search(
         }
         if let Some(at) = filter.created_at {
             query = query.filter(sessions::created_at.eq(at));
+        }
+        if let Some(after) = filter.expires_after {
+            query = query.filter(sessions::expires_at.gt(after));
+        }
+        if let Some(before) = filter.expires_before {
+            query = query.filter(sessions::expires_at.lt(before));
+        }
+        if let Some(at) = filter.expires_at {
+            query = query.filter(sessions::expires_at.eq(at));
+        }
+        if let Some(creator) = &filter.creator {
+            query = query.filter(sessions::creator.eq(creator.clone()));
+        }
+        if let Some(fingerprint) = &filter.user_agent_fingerprint_id {
+            query = query.filter(sessions::user_agent_fingerprint_id.eq(fingerprint.clone()));
         }
         query
     };

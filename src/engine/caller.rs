@@ -39,6 +39,15 @@ impl Caller {
         matches!(self, Self::Admin { .. })
     }
 
+    /// Who a session created by this caller was created by (ZITADEL's
+    /// creator): the admin token's subject, or the user.
+    pub fn creator(&self) -> String {
+        match self {
+            Self::Admin { subject } => subject.clone(),
+            Self::User { user_id, .. } => user_id.clone(),
+        }
+    }
+
     /// The user and session of a session token; admins are refused (the
     /// call acts for a signed-in user).
     pub fn user(&self) -> Result<(&str, &str), ApiError> {
@@ -163,4 +172,22 @@ pub async fn authenticate(
         }
         _ => Err(session_ended()),
     }
+}
+
+/// A caller from a token given in the request rather than in the
+/// Authorization header (ZITADEL's `sessionToken` of GetSession and
+/// DeleteSession): it must be the current token of `session_id`.
+pub async fn by_session_token(
+    core: &Core,
+    token: &str,
+    session_id: &str,
+) -> Result<Caller, ApiError> {
+    let claims = core.tokens.verify(token).await?;
+    if claims.sid.as_deref() != Some(session_id) {
+        return Err(ApiError::forbidden(
+            "sessionToken is not the token of this session.",
+        ));
+    }
+    let (caller, _) = authenticate(core, claims).await?;
+    Ok(caller)
 }

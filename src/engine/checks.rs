@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::caller::Caller;
 use super::challenges::{self, CodeDelivery};
 use super::factors::{Attempt, CodeCheck, OtpType};
-use super::lifecycle::{self, NewSession};
+use super::lifecycle::{self, NewSession, UserAgent};
 use super::login::{self, Secret, UserRef, find_user, lock_user, settle_success};
 use super::{VERIFIED, caller};
 use crate::db::DbConnection;
@@ -69,6 +69,35 @@ pub struct SessionRequest {
     /// Keys to set (an empty value removes the key).
     pub metadata: Option<BTreeMap<String, String>>,
     pub lifetime: Option<Duration>,
+    /// The user agent the client reports (creation only).
+    pub user_agent: Option<UserAgent>,
+    /// Checks and challenges of ZITADEL's shape that Latchkey does not
+    /// offer, by their JSON pointer: the command is refused with a code
+    /// that says so (a client can tell it from a typo).
+    pub unsupported: Vec<Unsupported>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Unsupported {
+    Check(&'static str),
+    Challenge(&'static str),
+}
+
+impl Unsupported {
+    fn error(&self) -> ApiError {
+        match self {
+            Self::Check(pointer) => ApiError::new(
+                ErrorCode::CheckNotSupported,
+                format!("Latchkey does not offer the check {pointer}."),
+            )
+            .at_pointer(pointer),
+            Self::Challenge(pointer) => ApiError::new(
+                ErrorCode::ChallengeNotSupported,
+                format!("Latchkey does not offer the challenge {pointer}."),
+            )
+            .at_pointer(pointer),
+        }
+    }
 }
 
 /// A session after a change, with its user and its new token.
@@ -226,6 +255,9 @@ fn check_request(
     caller: Option<&Caller>,
     request: &SessionRequest,
 ) -> Result<(), ApiError> {
+    if let Some(unsupported) = request.unsupported.first() {
+        return Err(unsupported.error());
+    }
     if matches!(request.otp_email, Some(CodeDelivery::Return)) {
         let detail = "Only an admin token may have the code returned.";
         let refusal = match caller {
@@ -319,6 +351,8 @@ pub async fn create(
     let (token, claims) = lifecycle::issue_session_token(core, &user.id, &session_id, expires_at)?;
     let rules = core.rules();
     let mails = mails_a_code(&request);
+    // A login creates its own session; otherwise the admin does.
+    let creator = caller.map_or_else(|| user.id.clone(), Caller::creator);
     let outcome = {
         let (user_id, session_id, client) = (user.id.clone(), session_id.clone(), client.clone());
         core.db
@@ -336,6 +370,8 @@ pub async fn create(
                     expires_at,
                     password_verified: false,
                     token_id: None,
+                    user_agent: request.user_agent.as_ref(),
+                    creator: creator.clone(),
                 };
                 let row = lifecycle::insert_session(conn, new, now)?;
                 let applying = Applying {
@@ -499,10 +535,12 @@ pub async fn change(
 /// `GET /v2/sessions/{id}`: the session and its user.
 pub async fn get(
     core: &Core,
-    caller: &Caller,
+    bearer: Option<&Caller>,
+    session_token: Option<&str>,
     raw_session_id: &str,
 ) -> Result<(SessionRow, Option<UserRow>), ApiError> {
     let session_id = parse_id(raw_session_id, "session")?;
+    let caller = reader(core, bearer, session_token, &session_id).await?;
     caller.ensure_own(&session_id)?;
     core.db
         .run(move |conn| {
@@ -518,13 +556,33 @@ pub async fn get(
 /// `DELETE /v2/sessions/{id}`: revokes the session and its token.
 pub async fn terminate(
     core: &Core,
-    caller: &Caller,
+    bearer: Option<&Caller>,
+    session_token: Option<&str>,
     raw_session_id: &str,
     client: ClientInfo,
 ) -> Result<SessionRow, ApiError> {
     let session_id = parse_id(raw_session_id, "session")?;
+    let caller = reader(core, bearer, session_token, &session_id).await?;
     caller.ensure_own(&session_id)?;
-    lifecycle::revoke(core, caller, &session_id, client).await
+    lifecycle::revoke(core, &caller, &session_id, client).await
+}
+
+/// Who reads or ends a session: with the session's token given in the
+/// request (ZITADEL's `sessionToken`), the session itself, whoever sent
+/// the Authorization header; otherwise the bearer, who is then required.
+async fn reader(
+    core: &Core,
+    bearer: Option<&Caller>,
+    session_token: Option<&str>,
+    session_id: &str,
+) -> Result<Caller, ApiError> {
+    match (session_token, bearer) {
+        (Some(token), _) => caller::by_session_token(core, token, session_id).await,
+        (None, Some(bearer)) => Ok(bearer.clone()),
+        (None, None) => Err(ApiError::token_missing(
+            "This route needs a bearer token in the Authorization header, or the session's sessionToken.",
+        )),
+    }
 }
 
 /// `POST /v2/sessions/search`: an admin sees every session, a verified
@@ -536,6 +594,29 @@ pub async fn search(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<(SessionRow, Option<UserRow>)>, i64), ApiError> {
+    caller.ensure_verified()?;
+    if filter.creator_is_caller {
+        filter.creator = Some(caller.creator());
+    }
+    if filter.fingerprint_of_caller {
+        // ZITADEL takes the user agent of the caller's token: here, the
+        // one stored on the caller's session.
+        let Caller::User { session_id, .. } = caller else {
+            return Err(ApiError::invalid_field(
+                "/queries",
+                "userAgentQuery without fingerprintId needs a session token (an admin token has no user agent).",
+            ));
+        };
+        let session_id = session_id.clone();
+        let own = core
+            .db
+            .run(move |conn| Ok::<_, ApiError>(rows::find(conn, &session_id)?))
+            .await?;
+        match own.and_then(|s| s.user_agent_fingerprint_id) {
+            Some(fingerprint) => filter.user_agent_fingerprint_id = Some(fingerprint),
+            None => return Ok((Vec::new(), 0)),
+        }
+    }
     if let Caller::User { user_id, .. } = caller {
         caller.ensure_verified()?;
         if filter

@@ -126,6 +126,21 @@ pub struct NewSession<'a> {
     pub password_verified: bool,
     /// The `jti` of the session's first token, if one is issued now.
     pub token_id: Option<&'a str>,
+    /// The user agent as the client reported it (v2); without one, the
+    /// connection's address and User-Agent header are kept.
+    pub user_agent: Option<&'a UserAgent>,
+    /// Who creates the session (see [`Caller::creator`]).
+    pub creator: String,
+}
+
+/// A user agent as a v2 client reports it (ZITADEL's `UserAgent`), stored
+/// as sent.
+#[derive(Debug, Default, Clone)]
+pub struct UserAgent {
+    pub fingerprint_id: Option<String>,
+    pub ip: Option<String>,
+    pub description: Option<String>,
+    pub header: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// Inserts a pending session; an id in use is a 409 at `/sessionId`.
@@ -148,8 +163,20 @@ pub fn insert_session(
         otp_email_verified_at: None,
         totp_verified_at: None,
         metadata: "{}".to_owned(),
-        user_agent_ip: new.client.ip.map(|ip| ip.to_string()),
-        user_agent_description: new.client.user_agent.clone(),
+        user_agent_ip: match new.user_agent {
+            Some(agent) => agent.ip.clone(),
+            None => new.client.ip.map(|ip| ip.to_string()),
+        },
+        user_agent_description: match new.user_agent {
+            Some(agent) => agent.description.clone(),
+            None => new.client.user_agent.clone(),
+        },
+        user_agent_fingerprint_id: new.user_agent.and_then(|a| a.fingerprint_id.clone()),
+        user_agent_header: new
+            .user_agent
+            .and_then(|a| a.header.as_ref())
+            .and_then(|h| serde_json::to_string(h).ok()),
+        creator: Some(new.creator),
         token_id: new.token_id.map(str::to_owned),
         created_at: now,
         updated_at: now,
@@ -361,6 +388,7 @@ pub async fn update(
     }
     core.rate_limiter.check(client.ip, core.clock.now())?;
     let is_admin = caller.is_admin();
+    let creator = caller.creator();
     let now = core.now();
     let rules = core.rules();
     let outcome = core
@@ -389,6 +417,8 @@ pub async fn update(
                         expires_at,
                         password_verified: false,
                         token_id: None,
+                        user_agent: None,
+                        creator: creator.clone(),
                     };
                     let row = insert_session(conn, new, now)?;
                     audit::record(

@@ -504,6 +504,8 @@ pub async fn login(
                     expires_at,
                     password_verified: true,
                     token_id: Some(&claims.jti),
+                    user_agent: None,
+                    creator: user.id.clone(),
                 },
                 now,
             )?;

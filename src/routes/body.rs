@@ -6,6 +6,7 @@
 //! rules it applies.
 
 use actix_web::dev::Payload;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use serde_json::Map;
@@ -45,6 +46,29 @@ impl<T: RequestBody + 'static> FromRequest for Body<T> {
             fields.finish()?;
             Ok(Body(body))
         })
+    }
+}
+
+/// A body that may be left out (ZITADEL's DELETE carries one, most
+/// clients send none): no Content-Type and no content read as `None`; a
+/// body that is sent is read like [`Body`].
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<T: RequestBody + 'static> FromRequest for OptionalBody<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let headers = req.headers();
+        let empty = !headers.contains_key(CONTENT_TYPE)
+            && headers
+                .get(CONTENT_LENGTH)
+                .is_none_or(|length| length.as_bytes() == b"0");
+        if empty {
+            return Box::pin(async { Ok(OptionalBody(None)) });
+        }
+        let body = Body::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(OptionalBody(Some(body.await?.0))) })
     }
 }
 

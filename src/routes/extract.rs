@@ -347,6 +347,88 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A field of a known shape whose content is not read (a feature that
+    /// is refused as a whole): whether it was sent (not absent or null).
+    /// It is documented as an object with `description`.
+    pub fn present(&mut self, name: &'static str, description: &'static str) -> bool {
+        let schema = typed_schema(Type::Object, Some(description.to_owned()));
+        if self.describe(name, schema, false) {
+            return false;
+        }
+        !matches!(self.get(name), None | Some(Value::Null))
+    }
+
+    /// An object of string lists (HTTP headers: name -> values), each
+    /// value written as protobuf's JSON writes it (`{"values": [...]}`) or
+    /// as a bare array; every string must pass `rule`.
+    pub fn string_lists(
+        &mut self,
+        name: &'static str,
+        rule: Rule,
+    ) -> Option<std::collections::BTreeMap<String, Vec<String>>> {
+        let values = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("values", list_schema(string_schema(rule, false), 0))
+            .build();
+        let map_schema = Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(Schema::Object(values)))
+                .build(),
+        );
+        if self.describe(name, map_schema, false) {
+            return None;
+        }
+        let map = match self.get(name) {
+            None | Some(Value::Null) => return None,
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                self.problem(
+                    name,
+                    format!("{name} must be an object, not {}.", json_type_name(other)),
+                );
+                return None;
+            }
+        };
+        let mut lists = std::collections::BTreeMap::new();
+        for (key, value) in map {
+            let pointer = format!("{}/{key}", self.pointer(name));
+            let items = match value {
+                Value::Array(items) => Some((items, pointer.clone())),
+                Value::Object(inner) if inner.keys().all(|k| k == "values") => {
+                    match inner.get("values") {
+                        None | Some(Value::Null) => {
+                            lists.insert(key.clone(), Vec::new());
+                            continue;
+                        }
+                        Some(Value::Array(items)) => Some((items, format!("{pointer}/values"))),
+                        Some(_) => None,
+                    }
+                }
+                _ => None,
+            };
+            let Some((items, pointer)) = items else {
+                self.problems.push(Problem {
+                    detail: format!("{name}.{key} must be {{\"values\": [strings]}}."),
+                    source: Some(Source::Pointer(pointer)),
+                });
+                continue;
+            };
+            let mut strings = Vec::with_capacity(items.len());
+            for (index, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(s) if (rule.check)(s).is_ok() => strings.push(s.clone()),
+                    _ => self.problems.push(Problem {
+                        detail: format!("{name}.{key}[{index}] must be {}.", rule.description),
+                        source: Some(Source::Pointer(format!("{pointer}/{index}"))),
+                    }),
+                }
+            }
+            lists.insert(key.clone(), strings);
+        }
+        Some(lists)
+    }
+
     fn problem(&mut self, name: &str, detail: String) {
         let pointer = self.pointer(name);
         self.problems.push(Problem {

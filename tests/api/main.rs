@@ -22,3 +22,4 @@ mod sessions;
 mod smtp;
 mod totp;
 mod zitadel;
+mod zitadel_compat;

@@ -188,14 +188,31 @@ async fn request_bodies_are_documented_by_their_readers() {
         schemas["NewEntity"]["properties"]["entityNumber"]["pattern"],
         "^[0-9]{4}$"
     );
-    let v2 = &schemas["V2SessionBody"]["properties"];
+    let v2 = &schemas["V2CreateBody"]["properties"];
+    assert_eq!(
+        keys(v2),
+        ["challenges", "checks", "lifetime", "metadata", "userAgent"]
+    );
     assert_eq!(
         keys(&v2["checks"]["properties"]),
-        ["otpEmail", "password", "recoveryCode", "totp", "user"]
+        [
+            "idpIntent",
+            "otpEmail",
+            "otpSms",
+            "password",
+            "recoveryCode",
+            "totp",
+            "user",
+            "webAuthN"
+        ]
     );
     assert_eq!(
         keys(&v2["checks"]["properties"]["user"]["properties"]),
         ["loginName", "userId"]
+    );
+    assert_eq!(
+        keys(&v2["challenges"]["properties"]),
+        ["otpEmail", "otpSms", "webAuthN"]
     );
     assert_eq!(
         keys(&v2["challenges"]["properties"]["otpEmail"]["properties"]),
@@ -206,10 +223,36 @@ async fn request_bodies_are_documented_by_their_readers() {
         schemas["VerifyOtpBody"]["properties"]["types"]["minItems"],
         1
     );
+    assert_eq!(
+        keys(&v2["userAgent"]["properties"]),
+        ["description", "fingerprintId", "header", "ip"]
+    );
+    assert_eq!(
+        keys(&schemas["V2SetBody"]["properties"]),
+        [
+            "challenges",
+            "checks",
+            "lifetime",
+            "metadata",
+            "sessionToken"
+        ]
+    );
+    assert_eq!(
+        keys(&schemas["V2DeleteBody"]["properties"]),
+        ["sessionToken"]
+    );
     let search = &schemas["V2SearchBody"]["properties"];
+    assert_eq!(keys(search), ["queries", "query", "sortingColumn"]);
     assert_eq!(
         keys(&search["queries"]["items"]["properties"]),
-        ["creationDateQuery", "idsQuery", "userIdQuery"]
+        [
+            "creationDateQuery",
+            "creatorQuery",
+            "expirationDateQuery",
+            "idsQuery",
+            "userAgentQuery",
+            "userIdQuery"
+        ]
     );
     // The operations point at those schemas.
     assert_eq!(
