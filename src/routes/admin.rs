@@ -187,7 +187,7 @@ request_bodies!(
 
 // --- entities ---------------------------------------------------------------
 
-#[utoipa::path(post, path = "/admin/entities", tag = "admin", summary = "Create an entity", security(("bearer" = [])), request_body = NewEntity, responses((status = 201, description = "Created; `Location` names it", body = crate::services::entities::Entity), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
+#[utoipa::path(post, path = "/admin/entities", tag = "admin", summary = "Create an entity", security(("bearer" = [])), request_body = NewEntity, responses((status = 201, description = "Created; `Location` names it", body = crate::services::entities::Entity), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::ConflictError))]
 pub(super) async fn create_entity(
     _: Admin,
     core: web::Data<Core>,
@@ -197,17 +197,17 @@ pub(super) async fn create_entity(
     Ok(created(format!("/admin/entities/{}", entity.id), &entity))
 }
 
-#[utoipa::path(get, path = "/admin/entities", tag = "admin", summary = "List entities", security(("bearer" = [])), params(("limit" = Option<i64>, Query, description = "1 to 200, default 50"), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::EntityList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
+#[utoipa::path(get, path = "/admin/entities", tag = "admin", summary = "List entities", security(("bearer" = [])), params(("limit" = Option<i64>, Query, description = "1 to 200, default 50"), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::responses::EntityList), super::responses::AuthErrors, super::responses::QueryErrors))]
 pub(super) async fn list_entities(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
     Ok(paged(entities::list(&core, query.page()?).await?))
 }
 
-#[utoipa::path(get, path = "/admin/entities/{id}", tag = "admin", summary = "Read an entity", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::entities::Entity), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+#[utoipa::path(get, path = "/admin/entities/{id}", tag = "admin", summary = "Read an entity", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::entities::Entity), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn get_entity(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
     Ok(ok(&entities::get(&core, &id).await?))
 }
 
-#[utoipa::path(patch, path = "/admin/entities/{id}", tag = "admin", summary = "Change an entity", security(("bearer" = [])), params(("id" = String, Path)), request_body = EntityPatch, responses((status = 200, body = crate::services::entities::Entity), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+#[utoipa::path(patch, path = "/admin/entities/{id}", tag = "admin", summary = "Change an entity", security(("bearer" = [])), params(("id" = String, Path)), request_body = EntityPatch, responses((status = 200, body = crate::services::entities::Entity), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::NotFoundError, super::responses::ConflictError))]
 pub(super) async fn update_entity(
     _: Admin,
     core: web::Data<Core>,
@@ -217,7 +217,7 @@ pub(super) async fn update_entity(
     Ok(ok(&entities::update(&core, &id, patch).await?))
 }
 
-#[utoipa::path(delete, path = "/admin/entities/{id}", tag = "admin", summary = "Delete an entity without users or applications", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Deleted"), super::openapi::AuthErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+#[utoipa::path(delete, path = "/admin/entities/{id}", tag = "admin", summary = "Delete an entity without users or applications", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Deleted"), super::responses::AuthErrors, super::responses::NotFoundError, super::responses::ConflictError))]
 pub(super) async fn delete_entity(
     _: Admin,
     core: web::Data<Core>,
@@ -229,7 +229,7 @@ pub(super) async fn delete_entity(
 
 // --- applications -----------------------------------------------------------
 
-#[utoipa::path(post, path = "/admin/entities/{id}/applications", tag = "admin", summary = "Create an application of an entity", security(("bearer" = [])), params(("id" = String, Path, description = "entity id")), request_body = NewApplication, responses((status = 201, body = crate::services::applications::Application), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+#[utoipa::path(post, path = "/admin/entities/{id}/applications", tag = "admin", summary = "Create an application of an entity", security(("bearer" = [])), params(("id" = String, Path, description = "entity id")), request_body = NewApplication, responses((status = 201, body = crate::services::applications::Application), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::NotFoundError, super::responses::ConflictError))]
 pub(super) async fn create_application(
     _: Admin,
     core: web::Data<Core>,
@@ -243,7 +243,7 @@ pub(super) async fn create_application(
     ))
 }
 
-#[utoipa::path(get, path = "/admin/entities/{id}/applications", tag = "admin", summary = "List the applications of an entity", security(("bearer" = [])), params(("id" = String, Path, description = "entity id"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::ApplicationList), super::openapi::AuthErrors, super::openapi::QueryErrors, super::openapi::NotFoundError))]
+#[utoipa::path(get, path = "/admin/entities/{id}/applications", tag = "admin", summary = "List the applications of an entity", security(("bearer" = [])), params(("id" = String, Path, description = "entity id"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::responses::ApplicationList), super::responses::AuthErrors, super::responses::QueryErrors, super::responses::NotFoundError))]
 pub(super) async fn list_applications(
     _: Admin,
     core: web::Data<Core>,
@@ -255,7 +255,7 @@ pub(super) async fn list_applications(
     ))
 }
 
-#[utoipa::path(get, path = "/admin/applications/{id}", tag = "admin", summary = "Read an application", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::applications::Application), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+#[utoipa::path(get, path = "/admin/applications/{id}", tag = "admin", summary = "Read an application", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::applications::Application), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn get_application(
     _: Admin,
     core: web::Data<Core>,
@@ -264,7 +264,7 @@ pub(super) async fn get_application(
     Ok(ok(&applications::get(&core, &id).await?))
 }
 
-#[utoipa::path(patch, path = "/admin/applications/{id}", tag = "admin", summary = "Change an application", security(("bearer" = [])), params(("id" = String, Path)), request_body = ApplicationPatch, responses((status = 200, body = crate::services::applications::Application), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+#[utoipa::path(patch, path = "/admin/applications/{id}", tag = "admin", summary = "Change an application", security(("bearer" = [])), params(("id" = String, Path)), request_body = ApplicationPatch, responses((status = 200, body = crate::services::applications::Application), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::NotFoundError, super::responses::ConflictError))]
 pub(super) async fn update_application(
     _: Admin,
     core: web::Data<Core>,
@@ -274,7 +274,7 @@ pub(super) async fn update_application(
     Ok(ok(&applications::update(&core, &id, patch).await?))
 }
 
-#[utoipa::path(delete, path = "/admin/applications/{id}", tag = "admin", summary = "Delete an application", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Deleted"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+#[utoipa::path(delete, path = "/admin/applications/{id}", tag = "admin", summary = "Delete an application", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Deleted"), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn delete_application(
     _: Admin,
     core: web::Data<Core>,
@@ -286,7 +286,7 @@ pub(super) async fn delete_application(
 
 // --- users ------------------------------------------------------------------
 
-#[utoipa::path(post, path = "/admin/users", tag = "admin", summary = "Create a user", security(("bearer" = [])), request_body = NewUser, responses((status = 201, body = crate::services::users::User), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
+#[utoipa::path(post, path = "/admin/users", tag = "admin", summary = "Create a user", security(("bearer" = [])), request_body = NewUser, responses((status = 201, body = crate::services::users::User), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::ConflictError))]
 pub(super) async fn create_user(
     _: Admin,
     core: web::Data<Core>,
@@ -296,7 +296,7 @@ pub(super) async fn create_user(
     Ok(created(format!("/admin/users/{}", user.id), &user))
 }
 
-#[utoipa::path(get, path = "/admin/users", tag = "admin", summary = "List users", security(("bearer" = [])), params(("entityId" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::UserList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
+#[utoipa::path(get, path = "/admin/users", tag = "admin", summary = "List users", security(("bearer" = [])), params(("entityId" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::responses::UserList), super::responses::AuthErrors, super::responses::QueryErrors))]
 pub(super) async fn list_users(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
     let entity_id = query
         .optional("entityId", rules::UUID)?
@@ -304,12 +304,12 @@ pub(super) async fn list_users(_: Admin, core: web::Data<Core>, query: QueryPara
     Ok(paged(users::list(&core, entity_id, query.page()?).await?))
 }
 
-#[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", summary = "Read a user", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::users::User), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+#[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", summary = "Read a user", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::users::User), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn get_user(_: Admin, core: web::Data<Core>, id: web::Path<String>) -> Handler {
     Ok(ok(&users::get(&core, &id).await?))
 }
 
-#[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", summary = "Change a user", security(("bearer" = [])), params(("id" = String, Path)), request_body = UserPatch, responses((status = 200, body = crate::services::users::User), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+#[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", summary = "Change a user", security(("bearer" = [])), params(("id" = String, Path)), request_body = UserPatch, responses((status = 200, body = crate::services::users::User), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::NotFoundError, super::responses::ConflictError))]
 pub(super) async fn update_user(
     _: Admin,
     core: web::Data<Core>,
@@ -319,7 +319,7 @@ pub(super) async fn update_user(
     Ok(ok(&users::update(&core, &id, patch).await?))
 }
 
-#[utoipa::path(put, path = "/admin/users/{id}/password", tag = "admin", summary = "Set a user's password (hashed with argon2id); every session of the user ends", security(("bearer" = [])), params(("id" = String, Path)), request_body = PasswordBody, responses((status = 204, description = "Password set"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError))]
+#[utoipa::path(put, path = "/admin/users/{id}/password", tag = "admin", summary = "Set a user's password (hashed with argon2id); every session of the user ends", security(("bearer" = [])), params(("id" = String, Path)), request_body = PasswordBody, responses((status = 204, description = "Password set"), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::NotFoundError))]
 pub(super) async fn set_user_password(
     _: Admin,
     core: web::Data<Core>,
@@ -331,7 +331,7 @@ pub(super) async fn set_user_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(post, path = "/admin/users/{id}/lock", tag = "admin", summary = "Lock a user until unlocked; every session of the user ends", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Locked"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+#[utoipa::path(post, path = "/admin/users/{id}/lock", tag = "admin", summary = "Lock a user until unlocked; every session of the user ends", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Locked"), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn lock_user(
     _: Admin,
     core: web::Data<Core>,
@@ -342,7 +342,7 @@ pub(super) async fn lock_user(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(post, path = "/admin/users/{id}/unlock", tag = "admin", summary = "Lift a user's lock (a lockout's or an admin's) and forget the counted failures", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Unlocked"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+#[utoipa::path(post, path = "/admin/users/{id}/unlock", tag = "admin", summary = "Lift a user's lock (a lockout's or an admin's) and forget the counted failures", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Unlocked"), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn unlock_user(
     _: Admin,
     core: web::Data<Core>,
@@ -353,7 +353,7 @@ pub(super) async fn unlock_user(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(delete, path = "/admin/users/{id}", tag = "admin", summary = "Delete a user", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Deleted"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+#[utoipa::path(delete, path = "/admin/users/{id}", tag = "admin", summary = "Delete a user", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Deleted"), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn delete_user(
     _: Admin,
     core: web::Data<Core>,
@@ -379,13 +379,13 @@ fn outbox_status(value: &str) -> Result<(), String> {
     }
 }
 
-#[utoipa::path(get, path = "/admin/outbox", tag = "admin", summary = "List queued, sent and dead mails (without bodies)", security(("bearer" = [])), params(("status" = Option<String>, Query, description = "pending, sent or dead"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::OutboxList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
+#[utoipa::path(get, path = "/admin/outbox", tag = "admin", summary = "List queued, sent and dead mails (without bodies)", security(("bearer" = [])), params(("status" = Option<String>, Query, description = "pending, sent or dead"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::responses::OutboxList), super::responses::AuthErrors, super::responses::QueryErrors))]
 pub(super) async fn list_outbox(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
     let status = query.optional("status", OUTBOX_STATUS)?;
     Ok(paged(outbox::list(&core, status, query.page()?).await?))
 }
 
-#[utoipa::path(post, path = "/admin/outbox/{id}/retry", tag = "admin", summary = "Queue a dead mail again (not for mails that carried a one-time code)", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::outbox::OutboxEntry), super::openapi::AuthErrors, super::openapi::NotFoundError, super::openapi::ConflictError))]
+#[utoipa::path(post, path = "/admin/outbox/{id}/retry", tag = "admin", summary = "Queue a dead mail again (not for mails that carried a one-time code)", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = crate::services::outbox::OutboxEntry), super::responses::AuthErrors, super::responses::NotFoundError, super::responses::ConflictError))]
 pub(super) async fn retry_outbox(
     _: Admin,
     core: web::Data<Core>,
@@ -407,7 +407,7 @@ fn audit_kind(value: &str) -> Result<(), String> {
     }
 }
 
-#[utoipa::path(get, path = "/admin/audit", tag = "admin", summary = "List security events, newest first", security(("bearer" = [])), params(("userId" = Option<String>, Query), ("kind" = Option<String>, Query, description = "e.g. login_failed, otp_verified"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::openapi::AuditList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
+#[utoipa::path(get, path = "/admin/audit", tag = "admin", summary = "List security events, newest first", security(("bearer" = [])), params(("userId" = Option<String>, Query), ("kind" = Option<String>, Query, description = "e.g. login_failed, otp_verified"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = super::responses::AuditList), super::responses::AuthErrors, super::responses::QueryErrors))]
 pub(super) async fn list_audit(_: Admin, core: web::Data<Core>, query: QueryParams) -> Handler {
     let user_id = query
         .optional("userId", rules::UUID)?
@@ -418,7 +418,7 @@ pub(super) async fn list_audit(_: Admin, core: web::Data<Core>, query: QueryPara
     ))
 }
 
-#[utoipa::path(delete, path = "/admin/users/{id}/totp", tag = "admin", summary = "Remove a user's authenticator (mails the user a notice)", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Removed"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+#[utoipa::path(delete, path = "/admin/users/{id}/totp", tag = "admin", summary = "Remove a user's authenticator (mails the user a notice)", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Removed"), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn remove_user_totp(
     Admin(claims): Admin,
     core: web::Data<Core>,

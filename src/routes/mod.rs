@@ -8,6 +8,7 @@ pub mod forwarded;
 pub mod openapi;
 pub mod ops;
 pub mod pace;
+pub mod responses;
 pub mod zitadel;
 
 use actix_web::http::header;

@@ -28,7 +28,7 @@ pub(super) async fn healthz() -> HttpResponse {
 }
 
 /// The database answers within two seconds.
-#[utoipa::path(get, path = "/readyz", tag = "ops", summary = "The database answers", responses((status = 200, description = "`{\"status\":\"ready\"}`"), (status = 503, description = "`service-unavailable`", body = super::openapi::ErrorDocument, content_type = "application/vnd.api+json")))]
+#[utoipa::path(get, path = "/readyz", tag = "ops", summary = "The database answers", responses((status = 200, description = "`{\"status\":\"ready\"}`"), (status = 503, description = "`service-unavailable`", body = super::responses::ErrorDocument, content_type = "application/vnd.api+json")))]
 pub(super) async fn readyz(core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
     let pool = core.db.pool().clone();
     let probe = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -69,7 +69,7 @@ fn check_metrics_token(req: &HttpRequest, core: &Core) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/metrics", tag = "ops", summary = "Prometheus metrics",
     description = "Open unless `LATCHKEY_METRICS_TOKEN` is set; then it needs `Authorization: Bearer <that token>`.",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
-        (status = 401, description = "`unauthorized`: the metrics token is set and was not sent, or is wrong", body = super::openapi::ErrorDocument, content_type = "application/vnd.api+json")))]
+        (status = 401, description = "`unauthorized`: the metrics token is set and was not sent, or is wrong", body = super::responses::ErrorDocument, content_type = "application/vnd.api+json")))]
 pub(super) async fn metrics(
     req: HttpRequest,
     core: web::Data<Core>,

@@ -99,7 +99,7 @@ impl RequestBody for LoginBody {
 
 #[utoipa::path(post, path = "/sessions", tag = "sessions", summary = "Log in with a password: opens a pending session",
     request_body = LoginBody,
-    responses((status = 201, body = crate::engine::login::LoginResult), super::openapi::LoginErrors, super::openapi::BodyErrors, super::openapi::ConflictError))]
+    responses((status = 201, body = crate::engine::login::LoginResult), super::responses::LoginErrors, super::responses::BodyErrors, super::responses::ConflictError))]
 pub(super) async fn login(
     core: web::Data<Core>,
     client: ClientInfo,
@@ -129,8 +129,8 @@ impl RequestBody for UpdateSessionBody {
     summary = "Send a login code (passedLoginOTP false), or confirm the session once its code was verified (true)",
     description = "A session token may change only its own session. With an admin token (a trusted backend) the session is created if it does not exist, the code is returned in `otp`, and `passedLoginOTP: true` is accepted without a verified code.",
     security(("bearer" = [])), params(("sessionId" = String, Path)), request_body = UpdateSessionBody,
-    responses((status = 200, description = "A code was sent", body = super::openapi::OtpSent), (status = 204, description = "The session is verified"),
-        super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::OtpSendErrors))]
+    responses((status = 200, description = "A code was sent", body = super::responses::OtpSent), (status = 204, description = "The session is verified"),
+        super::responses::AuthErrors, super::responses::BodyErrors, super::responses::NotFoundError, super::responses::OtpSendErrors))]
 pub(super) async fn update_session(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -154,7 +154,7 @@ pub(super) async fn update_session(
 
 #[utoipa::path(get, path = "/sessions/{sessionId}", tag = "sessions", summary = "Read a session",
     security(("bearer" = [])), params(("sessionId" = String, Path)),
-    responses((status = 200, body = crate::engine::SessionView), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+    responses((status = 200, body = crate::engine::SessionView), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn get_session(
     SessionCaller(caller, own_session): SessionCaller,
     core: web::Data<Core>,
@@ -171,7 +171,7 @@ pub(super) async fn get_session(
 
 #[utoipa::path(delete, path = "/sessions/{sessionId}", tag = "sessions", summary = "Revoke a session: its token stops working at once",
     security(("bearer" = [])), params(("sessionId" = String, Path)),
-    responses((status = 204, description = "Revoked"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+    responses((status = 204, description = "Revoked"), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn delete_session(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -185,7 +185,7 @@ pub(super) async fn delete_session(
 #[utoipa::path(get, path = "/sessions", tag = "sessions", summary = "List the caller's sessions (admin: every session, or ?userId=)",
     security(("bearer" = [])),
     params(("userId" = Option<String>, Query, description = "admin only"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
-    responses((status = 200, body = super::openapi::SessionList), super::openapi::AuthErrors, super::openapi::QueryErrors))]
+    responses((status = 200, body = super::responses::SessionList), super::responses::AuthErrors, super::responses::QueryErrors))]
 pub(super) async fn list_sessions(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -231,7 +231,7 @@ impl RequestBody for VerifyOtpBody {
 #[utoipa::path(post, path = "/user/otp/verify", tag = "otp", summary = "Verify a one-time code",
     description = "Checks the code against the session's login code and the account code (or the `types` given). A wrong code counts toward the code's attempt limit; the try that reaches it burns the code.",
     security(("bearer" = [])), request_body = VerifyOtpBody,
-    responses((status = 200, body = crate::engine::factors::VerifyResult), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::OtpCheckErrors))]
+    responses((status = 200, body = crate::engine::factors::VerifyResult), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::OtpCheckErrors))]
 pub(super) async fn verify_otp(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -280,7 +280,7 @@ impl RequestBody for CreateOtpBody {
 
 #[utoipa::path(post, path = "/user/otp", tag = "otp", summary = "Get an account code for a sensitive action by proving the password or PIN",
     security(("bearer" = [])), request_body = CreateOtpBody,
-    responses((status = 201, body = crate::engine::challenges::AccountOtp), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::CredentialErrors))]
+    responses((status = 201, body = crate::engine::challenges::AccountOtp), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::CredentialErrors))]
 pub(super) async fn create_otp(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -310,7 +310,7 @@ impl RequestBody for SetPinBody {
 
 #[utoipa::path(put, path = "/user/pin", tag = "otp", summary = "Set the 4-digit PIN, spending an account code",
     security(("bearer" = [])), request_body = SetPinBody,
-    responses((status = 204, description = "PIN set"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::PinErrors, super::openapi::OtpCheckErrors))]
+    responses((status = 204, description = "PIN set"), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::PinErrors, super::responses::OtpCheckErrors))]
 pub(super) async fn set_pin(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -324,7 +324,7 @@ pub(super) async fn set_pin(
 #[utoipa::path(post, path = "/user/devices/totp", tag = "totp", summary = "Enrol an authenticator app (needs a verified session)",
     description = "Returns the secret once. The app stays unconfirmed until `POST /user/devices/totp/confirm` with a current code.",
     security(("bearer" = [])),
-    responses((status = 201, body = crate::engine::authenticators::TotpEnrollment), super::openapi::AuthErrors, super::openapi::ConflictError))]
+    responses((status = 201, body = crate::engine::authenticators::TotpEnrollment), super::responses::AuthErrors, super::responses::ConflictError))]
 pub(super) async fn enroll_totp(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -357,7 +357,7 @@ request_bodies!(
 
 #[utoipa::path(post, path = "/user/devices/totp/confirm", tag = "totp", summary = "Confirm the enrolled authenticator with a current code",
     security(("bearer" = [])), request_body = OtpBody,
-    responses((status = 204, description = "Confirmed; a security notice is mailed"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::ConflictError, super::openapi::OtpCheckErrors))]
+    responses((status = 204, description = "Confirmed; a security notice is mailed"), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::NotFoundError, super::responses::ConflictError, super::responses::OtpCheckErrors))]
 pub(super) async fn confirm_totp(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -370,7 +370,7 @@ pub(super) async fn confirm_totp(
 
 #[utoipa::path(delete, path = "/user/devices/totp", tag = "totp", summary = "Remove the authenticator (needs a verified session)",
     security(("bearer" = [])),
-    responses((status = 204, description = "Removed; a security notice is mailed"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+    responses((status = 204, description = "Removed; a security notice is mailed"), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn remove_totp(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -382,7 +382,7 @@ pub(super) async fn remove_totp(
 
 #[utoipa::path(post, path = "/user/recovery-codes", tag = "totp", summary = "Make 10 single-use recovery codes (needs a verified session); the old set stops working",
     security(("bearer" = [])),
-    responses((status = 201, body = crate::engine::authenticators::RecoveryCodes), super::openapi::AuthErrors))]
+    responses((status = 201, body = crate::engine::authenticators::RecoveryCodes), super::responses::AuthErrors))]
 pub(super) async fn create_recovery_codes(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,

@@ -320,7 +320,7 @@ fn outcome_json(outcome: &SessionOutcome, with_id: bool) -> Value {
 #[utoipa::path(post, path = "/v2/sessions", tag = "v2", summary = "Create a session with checks and challenges (ZITADEL v2)",
     description = "Needs no token when the checks include the user and the password (a login); otherwise an admin token. `challenges.otpEmail.returnCode` is for admin tokens only. Without `lifetime` the session lives LATCHKEY_SESSION_LIFETIME_SECS.",
     request_body = V2CreateBody,
-    responses((status = 201, description = "`{details, sessionId, sessionToken, challenges?}`"), super::openapi::LoginErrors, super::openapi::BodyErrors, super::openapi::OtpCheckErrors))]
+    responses((status = 201, description = "`{details, sessionId, sessionToken, challenges?}`"), super::responses::LoginErrors, super::responses::BodyErrors, super::responses::OtpCheckErrors))]
 pub(super) async fn create_session(
     OptionalCaller(caller): OptionalCaller,
     core: web::Data<Core>,
@@ -333,7 +333,7 @@ pub(super) async fn create_session(
 
 #[utoipa::path(patch, path = "/v2/sessions/{sessionId}", tag = "v2", summary = "Add checks, challenges, metadata or lifetime; returns a new session token (the previous one stops working)",
     security(("bearer" = [])), params(("sessionId" = String, Path)), request_body = V2SetBody,
-    responses((status = 200, description = "`{details, sessionToken, challenges?}`"), super::openapi::AuthErrors, super::openapi::BodyErrors, super::openapi::NotFoundError, super::openapi::OtpCheckErrors))]
+    responses((status = 200, description = "`{details, sessionToken, challenges?}`"), super::responses::AuthErrors, super::responses::BodyErrors, super::responses::NotFoundError, super::responses::OtpCheckErrors))]
 pub(super) async fn set_session(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
@@ -348,7 +348,7 @@ pub(super) async fn set_session(
 #[utoipa::path(get, path = "/v2/sessions/{sessionId}", tag = "v2", summary = "Read a session (ZITADEL v2 shape)",
     description = "Authorized by the bearer token, or by the session's own token in `sessionToken` (then any valid bearer, or none).",
     security(("bearer" = [])), params(("sessionId" = String, Path), ("sessionToken" = Option<String>, Query, description = "the session's current token")),
-    responses((status = 200, description = "`{session: {id, creationDate, changeDate, sequence, factors, metadata, userAgent, expirationDate}}`"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+    responses((status = 200, description = "`{session: {id, creationDate, changeDate, sequence, factors, metadata, userAgent, expirationDate}}`"), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn get_session(
     OptionalCaller(caller): OptionalCaller,
     core: web::Data<Core>,
@@ -364,7 +364,7 @@ pub(super) async fn get_session(
 #[utoipa::path(delete, path = "/v2/sessions/{sessionId}", tag = "v2", summary = "Terminate a session: its token stops working",
     description = "Authorized by the bearer token, or by the session's own token in the body's `sessionToken` (then any valid bearer, or none). The body is optional.",
     security(("bearer" = [])), params(("sessionId" = String, Path)), request_body(content = Option<V2DeleteBody>),
-    responses((status = 200, description = "`{details}`"), super::openapi::AuthErrors, super::openapi::NotFoundError))]
+    responses((status = 200, description = "`{details}`"), super::responses::AuthErrors, super::responses::NotFoundError))]
 pub(super) async fn delete_session(
     OptionalCaller(caller): OptionalCaller,
     core: web::Data<Core>,
@@ -560,7 +560,7 @@ request_bodies!(V2CreateBody, V2SetBody, V2DeleteBody, V2SearchBody);
 
 #[utoipa::path(post, path = "/v2/sessions/search", tag = "v2", summary = "Search sessions: an admin sees all, a session token its user's",
     security(("bearer" = [])), request_body = V2SearchBody,
-    responses((status = 200, description = "`{details: {totalResult, timestamp}, sessions: [...]}`"), super::openapi::AuthErrors, super::openapi::BodyErrors))]
+    responses((status = 200, description = "`{details: {totalResult, timestamp}, sessions: [...]}`"), super::responses::AuthErrors, super::responses::BodyErrors))]
 pub(super) async fn search_sessions(
     SessionCaller(caller, _): SessionCaller,
     core: web::Data<Core>,
