@@ -112,7 +112,30 @@ fn describe_smtp_error(err: lettre::transport::smtp::Error) -> SendError {
 
 #[cfg(test)]
 mod tests {
-    use super::lettre_url;
+    use super::{Transport, lettre_url};
+
+    /// A mail file holds a code: the folder is 0700, each file 0600.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn mail_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("mail");
+        let transport = Transport::files(&folder).unwrap();
+        let message = lettre::Message::builder()
+            .from("Latchkey <no-reply@localhost>".parse().unwrap())
+            .to("ann@example.com".parse().unwrap())
+            .subject("code")
+            .body("123456".to_owned())
+            .unwrap();
+        transport.send(message).await.unwrap();
+        let mode =
+            |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&folder), 0o700);
+        let files: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(mode(&files[0].as_ref().unwrap().path()), 0o600);
+    }
 
     #[test]
     fn urls_map_to_lettre_tls_modes() {
