@@ -35,7 +35,7 @@ pub struct SessionRow {
 }
 
 /// Every change bumps `sequence` by one; `None` leaves a column alone.
-#[derive(Debug, Default, AsChangeset)]
+#[derive(Debug, Default, Clone, AsChangeset)]
 #[diesel(table_name = sessions)]
 pub struct SessionChanges {
     pub status: Option<String>,
@@ -110,6 +110,25 @@ pub fn update(
             sessions::updated_at.eq(now),
         ))
         .execute(conn)
+}
+
+/// Applies `changes` (as [`update`]) only while the session's status is
+/// not `status`; whether it did.
+pub fn update_unless_status(
+    conn: &mut DbConnection,
+    id: &str,
+    changes: &SessionChanges,
+    status: &str,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    diesel::update(sessions::table.find(id).filter(sessions::status.ne(status)))
+        .set((
+            changes,
+            sessions::sequence.eq(sessions::sequence + 1),
+            sessions::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
 }
 
 pub fn list(

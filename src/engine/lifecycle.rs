@@ -149,9 +149,8 @@ pub fn insert_session(
     new: NewSession<'_>,
     now: NaiveDateTime,
 ) -> Result<SessionRow, ApiError> {
-    if rows::find(conn, new.id)?.is_some() {
-        return Err(session_id_taken());
-    }
+    // A taken id is the primary key's unique violation below (one
+    // statement fewer than looking first, on every new session).
     let row = SessionRow {
         id: new.id.to_owned(),
         user_id: new.user.id.clone(),
@@ -298,12 +297,16 @@ fn mark_verified(
 ) -> Result<(), ApiError> {
     changes.status = Some(VERIFIED.to_owned());
     changes.passed_login_otp = Some(true);
-    // The row as it is now: one command may prove two factors.
-    let newly_verified = rows::find(conn, &session.id)?.is_some_and(|s| s.status != VERIFIED);
-    if newly_verified {
-        changes.verified_at = Some(Some(now));
+    // Decided on the row as it is now (one command may prove two factors):
+    // the first change that verifies it sets `verified_at` and is audited.
+    let first = SessionChanges {
+        verified_at: Some(Some(now)),
+        ..changes.clone()
+    };
+    let newly_verified = rows::update_unless_status(conn, &session.id, &first, VERIFIED, now)?;
+    if !newly_verified {
+        rows::update(conn, &session.id, &changes, now)?;
     }
-    rows::update(conn, &session.id, &changes, now)?;
     if newly_verified {
         audit::record(
             conn,
