@@ -8,6 +8,23 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
+/// A secret setting's value: it prints as `SecretString(…)`, so a logged
+/// or debug-printed `Settings` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(…)")
+    }
+}
+
 /// Every setting: its key (the TOML key; the environment variable is
 /// `LATCHKEY_` + the key in upper case), its default as text, and what it is.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
@@ -183,7 +200,7 @@ pub struct OutboxSettings {
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
     /// Given by LATCHKEY_SECRET; otherwise one is kept in the database.
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     pub session_lifetime_secs: i64,
     pub otp_length: u32,
     pub otp_ttl_secs: i64,
@@ -224,7 +241,7 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     pub workers: Option<usize>,
     /// When set, `/metrics` needs `Authorization: Bearer <this>`.
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<SecretString>,
     pub templates_dir: Option<PathBuf>,
     pub outbox: OutboxSettings,
     pub auth: AuthSettings,
@@ -485,7 +502,7 @@ impl Settings {
                     v.origin
                 )));
             }
-            Some(v) => Some(v.value.clone()),
+            Some(v) => Some(SecretString(v.value.clone())),
         };
         let templates_dir = match get("templates_dir") {
             Some(v) if !v.value.trim().is_empty() => {
@@ -527,7 +544,7 @@ impl Settings {
                     v.origin
                 )));
             }
-            Some(v) => Some(v.value.clone()),
+            Some(v) => Some(SecretString(v.value.clone())),
         };
         let auth = AuthSettings {
             secret,
@@ -787,7 +804,14 @@ mod tests {
         let s =
             Settings::from_sources(None, env(&[("LATCHKEY_METRICS_TOKEN", "0123456789abcdef")]))
                 .unwrap();
-        assert_eq!(s.metrics_token.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(
+            s.metrics_token.as_ref().map(SecretString::expose),
+            Some("0123456789abcdef")
+        );
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdef"),
+            "not printed"
+        );
     }
 
     #[test]

@@ -160,7 +160,7 @@ async fn load_otp_key(
 ) -> Result<OtpKey, StartupError> {
     const NAME: &str = "otp_hmac";
     let secret = match &settings.auth.secret {
-        Some(secret) => secret.as_bytes().to_vec(),
+        Some(secret) => secret.expose().as_bytes().to_vec(),
         None => {
             let now = clock.now().naive_utc();
             let sealer = master.sealer("server secrets v1");

@@ -73,7 +73,7 @@ pub async fn seed(
         .secret
         .clone()
         .ok_or("the bench sets LATCHKEY_SECRET")?;
-    let otp_key = OtpKey::new(secret.as_bytes())?;
+    let otp_key = OtpKey::new(secret.expose().as_bytes())?;
 
     let entity = EntityRow {
         id: uuid::Uuid::new_v4().to_string(),

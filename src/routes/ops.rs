@@ -56,7 +56,7 @@ fn check_metrics_token(req: &HttpRequest, core: &Core) -> Result<(), ApiError> {
     };
     let given = bearer_token(req)?;
     let given = Sha256::digest(given.as_bytes());
-    let expected = Sha256::digest(expected.as_bytes());
+    let expected = Sha256::digest(expected.expose().as_bytes());
     if bool::from(given[..].ct_eq(&expected[..])) {
         Ok(())
     } else {
