@@ -140,14 +140,7 @@ async fn parallel_wrong_codes_count_exactly_the_attempt_limit() {
     let app = parallel_app().await;
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let login = app.login(&user).await;
-    let path = format!("/sessions/{}", login.session_id);
-    let sent = app
-        .with_token(Method::PUT, &path, &login.token)
-        .json(&json!({"userId": user.id, "passedLoginOTP": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
+    app.send_login_code(&user, &login).await;
     let code = app.smtp.wait_for(1).await[0].code();
     let wrong = if code == "000000" { "000001" } else { "000000" };
     let verify = |otp: &str| {
@@ -353,13 +346,7 @@ async fn a_pending_session_may_only_read_itself_verify_and_log_out() {
         .await
         .unwrap();
     assert_eq!(read.status(), 200);
-    let sent = app
-        .with_token(Method::PUT, &own, &pending.token)
-        .json(&json!({"userId": user.id, "passedLoginOTP": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
+    app.send_login_code(&user, &pending).await;
     let code = app.smtp.wait_for(1).await[0].code();
     let verified = app
         .with_token(Method::POST, "/user/otp/verify", &pending.token)
@@ -546,17 +533,7 @@ async fn a_right_authenticator_code_costs_the_email_code_nothing() {
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let secret = enrolled(&app, &verified_login(&app, &user).await).await;
     let login = app.login(&user).await;
-    let sent = app
-        .with_token(
-            Method::PUT,
-            &format!("/sessions/{}", login.session_id),
-            &login.token,
-        )
-        .json(&json!({"userId": user.id, "passedLoginOTP": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
+    app.send_login_code(&user, &login).await;
     // A later step than the one confirmation used (no replay).
     app.clock.advance(chrono::Duration::seconds(30));
     let now = latchkey::clock::Clock::now(&app.clock).timestamp();
@@ -580,17 +557,7 @@ async fn new_sessions_bring_no_new_code_guesses() {
     let mut wrong_codes = 0;
     for round in 0..2 {
         let login = app.login(&user).await;
-        let sent = app
-            .with_token(
-                Method::PUT,
-                &format!("/sessions/{}", login.session_id),
-                &login.token,
-            )
-            .json(&json!({"userId": user.id, "passedLoginOTP": false}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(sent.status(), 200);
+        app.send_login_code(&user, &login).await;
         let code = app.smtp.wait_for(round + 1).await[round].code();
         let wrong = if code == "000000" { "000001" } else { "000000" };
         for _ in 0..CODE_ATTEMPTS {

@@ -394,6 +394,22 @@ impl TestApp {
         }
     }
 
+    /// Asks for a login code with the session's own token (`PUT
+    /// /sessions/{id}` with `passedLoginOTP: false`) and asserts it was sent.
+    pub async fn send_login_code(&self, user: &TestUser, login: &Login) {
+        let response = self
+            .with_token(
+                Method::PUT,
+                &format!("/sessions/{}", login.session_id),
+                &login.token,
+            )
+            .json(&serde_json::json!({"userId": user.id, "passedLoginOTP": false}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK, "the code was sent");
+    }
+
     /// A request with a session (or any) token.
     pub fn with_token(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
         self.client

@@ -499,14 +499,7 @@ async fn a_colon_in_a_login_name_breaks_nothing() {
     );
     // Wrong email codes are still counted (no 5xx rolls them back).
     let login = app.login(&user).await;
-    let path = format!("/sessions/{}", login.session_id);
-    let sent = app
-        .with_token(Method::PUT, &path, &login.token)
-        .json(&json!({"userId": user.id, "passedLoginOTP": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
+    app.send_login_code(&user, &login).await;
     for _ in 0..5 {
         assert_error(
             verify(&app, &login, json!({"otp": "00000a", "types": ["login"]})).await,
