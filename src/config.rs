@@ -109,6 +109,26 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "how often the delivery worker looks for due mail",
     ),
     (
+        "async_worker",
+        "true",
+        "whether this node processes accepted asynchronous requests (false: it only accepts them)",
+    ),
+    (
+        "async_poll_ms",
+        "1000",
+        "how often the asynchronous worker looks for due requests (it is also woken on each accept)",
+    ),
+    (
+        "async_max_attempts",
+        "5",
+        "tries of an asynchronous request that fails for a transient reason before it is failed",
+    ),
+    (
+        "async_retention_secs",
+        "86400",
+        "how long finished asynchronous requests stay readable before they are pruned",
+    ),
+    (
         "secret",
         "generated once, kept in the database",
         "at least 32 characters; keys the OTP hashes",
@@ -191,6 +211,14 @@ pub struct Argon2Settings {
 }
 
 #[derive(Debug, Clone)]
+pub struct AsyncSettings {
+    pub worker: bool,
+    pub poll_interval_ms: u64,
+    pub max_attempts: i32,
+    pub retention_secs: i64,
+}
+
+#[derive(Debug, Clone)]
 pub struct OutboxSettings {
     pub max_attempts: i32,
     pub retry_base_secs: u64,
@@ -244,6 +272,7 @@ pub struct Settings {
     pub metrics_token: Option<SecretString>,
     pub templates_dir: Option<PathBuf>,
     pub outbox: OutboxSettings,
+    pub asynchronous: AsyncSettings,
     pub auth: AuthSettings,
     pub argon2: Argon2Settings,
 }
@@ -536,6 +565,12 @@ impl Settings {
                 },
             }
         };
+        let asynchronous = AsyncSettings {
+            worker: flag("async_worker", true)?,
+            poll_interval_ms: number("async_poll_ms", 1000, 10, 60_000)?,
+            max_attempts: number("async_max_attempts", 5, 1, 100)? as i32,
+            retention_secs: number("async_retention_secs", 86_400, 60, 365 * 86_400)? as i64,
+        };
         let secret = match get("secret") {
             None => None,
             Some(v) if v.value.chars().count() < 32 => {
@@ -589,6 +624,7 @@ impl Settings {
             metrics_token,
             templates_dir,
             outbox,
+            asynchronous,
             auth,
             argon2,
         })

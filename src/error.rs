@@ -48,6 +48,12 @@ pub enum ErrorCode {
     CheckNotSupported,
     /// A v2 challenge Latchkey does not offer (passkeys, SMS codes).
     ChallengeNotSupported,
+    /// What a request says of a user, entity or application disagrees with what is stored.
+    RecordMismatch,
+    /// An application id or number names no application of the entity (of that type).
+    ApplicationNotFound,
+    /// The same Idempotency-Key was sent before with another body.
+    IdempotencyKeyReused,
 }
 
 impl ErrorCode {
@@ -80,6 +86,9 @@ impl ErrorCode {
             Self::LifetimeTooLong => "lifetime-too-long",
             Self::CheckNotSupported => "check-not-supported",
             Self::ChallengeNotSupported => "challenge-not-supported",
+            Self::RecordMismatch => "record-mismatch",
+            Self::ApplicationNotFound => "application-not-found",
+            Self::IdempotencyKeyReused => "idempotency-key-reused",
         }
     }
 
@@ -108,9 +117,12 @@ impl ErrorCode {
             | Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::WeakPin => StatusCode::NOT_ACCEPTABLE,
             Self::SessionNotVerified => StatusCode::FORBIDDEN,
-            Self::LifetimeTooLong | Self::CheckNotSupported | Self::ChallengeNotSupported => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Self::LifetimeTooLong
+            | Self::CheckNotSupported
+            | Self::ChallengeNotSupported
+            | Self::RecordMismatch
+            | Self::ApplicationNotFound
+            | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -144,6 +156,9 @@ impl ErrorCode {
             Self::LifetimeTooLong => "The lifetime is too long",
             Self::CheckNotSupported => "This check is not supported",
             Self::ChallengeNotSupported => "This challenge is not supported",
+            Self::RecordMismatch => "The request disagrees with the stored records",
+            Self::ApplicationNotFound => "No such application",
+            Self::IdempotencyKeyReused => "The Idempotency-Key was used with another body",
         }
     }
 
@@ -186,6 +201,8 @@ pub enum Source {
     Pointer(String),
     /// A query parameter name.
     Parameter(String),
+    /// A request header name (JSON:API 1.1 `source.header`).
+    Header(String),
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +359,13 @@ impl ApiError {
         self
     }
 
+    pub fn at_header(mut self, header: &str) -> Self {
+        for problem in &mut self.problems {
+            problem.source = Some(Source::Header(header.to_owned()));
+        }
+        self
+    }
+
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after_secs = Some(seconds);
         self
@@ -354,24 +378,33 @@ impl ApiError {
     pub fn problems(&self) -> &[Problem] {
         &self.problems
     }
-}
 
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.code.as_str())?;
-        if let Some(first) = self.problems.first() {
-            write!(f, ": {}", first.detail)?;
+    /// A failure worth another try later (the database busy or
+    /// unreachable, a fault of ours), not the request's own fault.
+    pub fn is_transient(&self) -> bool {
+        self.code.status().is_server_error()
+    }
+
+    /// The cause kept for the log (never sent to a client).
+    pub fn internal_cause(&self) -> Option<&str> {
+        self.internal.as_deref()
+    }
+
+    /// Renames the body pointers of this error: the engine names fields as
+    /// the PACE face does; another face maps them to its own names.
+    pub fn map_pointers(mut self, rename: impl Fn(&str) -> Option<String>) -> Self {
+        for problem in &mut self.problems {
+            if let Some(Source::Pointer(pointer)) = &problem.source
+                && let Some(renamed) = rename(pointer)
+            {
+                problem.source = Some(Source::Pointer(renamed));
+            }
         }
-        Ok(())
-    }
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        self.code.status()
+        self
     }
 
-    fn error_response(&self) -> HttpResponse {
+    /// The JSON:API error objects of this error, and their ids.
+    pub fn error_objects(&self) -> (Vec<Value>, Vec<String>) {
         let status = self.code.status();
         let mut ids = Vec::with_capacity(self.problems.len());
         let errors: Vec<Value> = self
@@ -393,6 +426,9 @@ impl ResponseError for ApiError {
                     Some(Source::Parameter(p)) => {
                         object.insert("source".into(), json!({ "parameter": p }));
                     }
+                    Some(Source::Header(h)) => {
+                        object.insert("source".into(), json!({ "header": h }));
+                    }
                     None => {}
                 }
                 if let Some(seconds) = self.retry_after_secs {
@@ -401,6 +437,28 @@ impl ResponseError for ApiError {
                 Value::Object(object)
             })
             .collect();
+        (errors, ids)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code.as_str())?;
+        if let Some(first) = self.problems.first() {
+            write!(f, ": {}", first.detail)?;
+        }
+        Ok(())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.code.status();
+        let (errors, ids) = self.error_objects();
 
         if status.is_server_error() {
             tracing::error!(

@@ -137,6 +137,7 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
         rate_limiter,
         dummy_hash,
         cpu_pool,
+        requests: Arc::default(),
     })
 }
 
@@ -238,6 +239,9 @@ impl Application {
 
         let (stop, stopped) = watch::channel(false);
         spawn_key_refresh(core.clone(), stopped.clone());
+        if core.settings.asynchronous.worker {
+            routes::one::worker::spawn_worker(core.clone(), stopped.clone());
+        }
         core.delivery().spawn_worker(stopped);
         Ok(Self {
             port,

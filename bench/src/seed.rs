@@ -166,6 +166,11 @@ pub async fn seed(
         user_agent_fingerprint_id: None,
         user_agent_header: None,
         creator: None,
+        entity_field: None,
+        entity_field_value: None,
+        mobile_application_id: None,
+        desktop_application_id: None,
+        context: None,
     };
 
     // Stored sessions: the data the scenarios run against.

@@ -80,3 +80,17 @@ pub fn find_by_name(
         .get_result(conn)
         .optional()
 }
+
+/// The entity's application numbered `number`.
+pub fn find_by_number(
+    conn: &mut DbConnection,
+    entity_id: &str,
+    number: &str,
+) -> QueryResult<Option<ApplicationRow>> {
+    applications::table
+        .filter(applications::entity_id.eq(entity_id))
+        .filter(applications::application_number.eq(number))
+        .order(applications::created_at.asc())
+        .first(conn)
+        .optional()
+}

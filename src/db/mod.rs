@@ -26,6 +26,7 @@ pub mod audit;
 pub mod challenges;
 pub mod entities;
 pub mod lockouts;
+pub mod one_requests;
 pub mod outbox;
 pub mod schema;
 pub mod server_secrets;

@@ -87,6 +87,38 @@ diesel::table! {
         user_agent_fingerprint_id -> Nullable<Text>,
         user_agent_header -> Nullable<Text>,
         creator -> Nullable<Text>,
+        entity_field -> Nullable<Text>,
+        entity_field_value -> Nullable<Text>,
+        mobile_application_id -> Nullable<Text>,
+        desktop_application_id -> Nullable<Text>,
+        context -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    one_requests (id) {
+        id -> Text,
+        operation -> Text,
+        session_id -> Text,
+        status -> Text,
+        command -> Text,
+        sealed_secret -> Nullable<Binary>,
+        caller -> Text,
+        idempotency_key -> Nullable<Text>,
+        body_digest -> Binary,
+        client_ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        result -> Nullable<Text>,
+        error -> Nullable<Text>,
+        token_issued_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
     }
 }
 
@@ -189,4 +221,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     totp_devices,
     recovery_codes,
     login_lockouts,
+    one_requests,
 );

@@ -32,6 +32,14 @@ pub struct SessionRow {
     pub user_agent_header: Option<String>,
     /// Who created the session: an admin token's subject, or the user.
     pub creator: Option<String>,
+    /// The field of the user's entity or application a trusted backend
+    /// bound the session to (seed 001 `session_entity_field`), and its value.
+    pub entity_field: Option<String>,
+    pub entity_field_value: Option<String>,
+    pub mobile_application_id: Option<String>,
+    pub desktop_application_id: Option<String>,
+    /// A JSON object a trusted backend keeps with the session.
+    pub context: Option<String>,
 }
 
 /// Every change bumps `sequence` by one; `None` leaves a column alone.
@@ -49,6 +57,11 @@ pub struct SessionChanges {
     pub verified_at: Option<Option<NaiveDateTime>>,
     pub failure_code: Option<Option<String>>,
     pub failure_reason: Option<Option<String>>,
+    pub entity_field: Option<Option<String>>,
+    pub entity_field_value: Option<Option<String>>,
+    pub mobile_application_id: Option<Option<String>>,
+    pub desktop_application_id: Option<Option<String>>,
+    pub application_id: Option<Option<String>>,
 }
 
 pub fn insert(conn: &mut DbConnection, row: &SessionRow) -> QueryResult<()> {

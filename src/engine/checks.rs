@@ -363,6 +363,7 @@ pub async fn create(
                     lock_user(conn, &user_id)?
                 };
                 let new = NewSession {
+                    binding: None,
                     id: &session_id,
                     user: &user,
                     application_id: None,

@@ -115,6 +115,32 @@ pub fn issue_session_token(
     )
 }
 
+/// Hands a live session a new token: the old one stops working (the
+/// session's current `jti` is the new one's). For the starter of an
+/// asynchronous login, who learns the token only once the login is valid.
+pub async fn reissue_token(
+    core: &Core,
+    session_id: &str,
+) -> Result<(String, NaiveDateTime), ApiError> {
+    let now = core.now();
+    let row = find_session(core, session_id).await?;
+    ensure_live(&row, now)?;
+    let (token, claims) = issue_session_token(core, &row.user_id, &row.id, row.expires_at)?;
+    let id = row.id.clone();
+    core.db
+        .write(move |conn| {
+            let row = lock_live_session(conn, &id, now)?;
+            let changes = SessionChanges {
+                token_id: Some(Some(claims.jti.clone())),
+                ..SessionChanges::default()
+            };
+            rows::update(conn, &row.id, &changes, now)?;
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    Ok((token, row.expires_at))
+}
+
 /// What a new session starts with.
 pub struct NewSession<'a> {
     pub id: &'a str,
@@ -131,6 +157,21 @@ pub struct NewSession<'a> {
     pub user_agent: Option<&'a UserAgent>,
     /// Who creates the session (see [`Caller::creator`]).
     pub creator: String,
+    /// What a trusted backend binds the session to (the asynchronous face).
+    pub binding: Option<&'a Binding>,
+}
+
+/// What a trusted backend binds a session to (seeds 000 and 001): a field
+/// of the user's entity or application with its value, the applications by
+/// type, and a context object.
+#[derive(Debug, Clone, Default)]
+pub struct Binding {
+    pub entity_field: Option<String>,
+    pub entity_field_value: Option<String>,
+    pub mobile_application_id: Option<String>,
+    pub desktop_application_id: Option<String>,
+    /// A JSON object, as text.
+    pub context: Option<String>,
 }
 
 /// A user agent as a v2 client reports it (ZITADEL's `UserAgent`), stored
@@ -176,6 +217,11 @@ pub fn insert_session(
             .and_then(|a| a.header.as_ref())
             .and_then(|h| serde_json::to_string(h).ok()),
         creator: Some(new.creator),
+        entity_field: new.binding.and_then(|b| b.entity_field.clone()),
+        entity_field_value: new.binding.and_then(|b| b.entity_field_value.clone()),
+        mobile_application_id: new.binding.and_then(|b| b.mobile_application_id.clone()),
+        desktop_application_id: new.binding.and_then(|b| b.desktop_application_id.clone()),
+        context: new.binding.and_then(|b| b.context.clone()),
         token_id: new.token_id.map(str::to_owned),
         created_at: now,
         updated_at: now,
@@ -413,6 +459,7 @@ pub async fn update(
                     challenges::require_email(&user)?;
                     let expires_at = now + Duration::seconds(rules.settings.session_lifetime_secs);
                     let new = NewSession {
+                        binding: None,
                         id: &session_id,
                         user: &user,
                         application_id: None,

@@ -454,6 +454,16 @@ pub async fn login(
     client: ClientInfo,
 ) -> Result<LoginResult, ApiError> {
     core.rate_limiter.check(client.ip, core.clock.now())?;
+    open_session(core, input, client).await
+}
+
+/// [`login`] after its rate limit: for a face that counted the client's
+/// request already (the asynchronous face counts it when it accepts).
+pub async fn open_session(
+    core: &Core,
+    input: LoginInput,
+    client: ClientInfo,
+) -> Result<LoginResult, ApiError> {
     let lookup = input.user.clone();
     let user = core.db.run(move |conn| find_user(conn, &lookup)).await?;
     let matched = check_secret(
@@ -497,6 +507,7 @@ pub async fn login(
             lifecycle::insert_session(
                 conn,
                 NewSession {
+                    binding: None,
                     id: &row_session_id,
                     user: &user,
                     application_id,

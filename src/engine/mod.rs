@@ -14,6 +14,7 @@
 //! | [`checks`] | the ZITADEL-style command: checks + challenges + metadata + lifetime in one transaction |
 //! | [`account`] | an admin's password reset, lock, unlock and deletion: each ends the user's sessions |
 //! | [`authenticators`] | enrolling and removing an authenticator app, recovery codes |
+//! | [`backend`] | a trusted backend's commands (the asynchronous face): recording and changing a session, a login that mails its code |
 //!
 //! Every limit (lockout, code attempts, second-factor failures, token
 //! rotation, single use) is decided in the transaction that checks, on rows
@@ -23,6 +24,7 @@
 
 pub mod account;
 pub mod authenticators;
+pub mod backend;
 pub mod caller;
 pub mod challenges;
 pub mod checks;
@@ -42,6 +44,8 @@ pub const PENDING: &str = "pending";
 pub const VERIFIED: &str = "verified";
 pub const EXPIRED: &str = "expired";
 pub const REVOKED: &str = "revoked";
+/// Ended by a trusted backend (`is_valid: false`), with a failure code and reason.
+pub const FAILED: &str = "failed";
 
 /// A pending or verified session past its end reads as expired.
 pub fn effective_status(row: &SessionRow, now: NaiveDateTime) -> &str {

@@ -202,6 +202,11 @@ impl<'a> Fields<'a> {
         Self::over(&body.0)
     }
 
+    /// A reader over a stored object (a body read again later).
+    pub fn over_map(body: &'a Map<String, Value>) -> Self {
+        Self::over(body)
+    }
+
     fn over(body: &'a Map<String, Value>) -> Self {
         Self {
             body,
@@ -685,6 +690,94 @@ impl<'a> Fields<'a> {
                     ),
                 );
                 false
+            }
+        }
+    }
+
+    /// A boolean as the seed documents write it: JSON `true`/`false`, the
+    /// strings `"true"`/`"false"` of their regexes, or `"True"`/`"False"` of
+    /// their payload examples. `None` when absent (a problem when `required`).
+    pub fn flag(&mut self, name: &'static str, required: bool) -> Option<bool> {
+        let schema = Schema::OneOf(
+            utoipa::openapi::schema::OneOfBuilder::new()
+                .item(typed_schema(Type::Boolean, None))
+                .item(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["true", "false", "True", "False"]))
+                        .build(),
+                ))
+                .description(Some("true or false, as JSON or as a string"))
+                .build(),
+        );
+        if self.describe(name, schema, required) {
+            return None;
+        }
+        match self.get(name) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.problem(name, format!("{name} is required."));
+                }
+                None
+            }
+            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::String(s)) if s == "true" || s == "True" => Some(true),
+            Some(Value::String(s)) if s == "false" || s == "False" => Some(false),
+            Some(other) => {
+                self.problem(
+                    name,
+                    format!(
+                        "{name} must be true or false (or the string \"true\" or \"false\"), not {}.",
+                        json_type_name(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A JSON object, sent as an object or as a string that holds one
+    /// (seed 001's `session_context`). `None` when absent (a problem when
+    /// `required`).
+    pub fn object_or_json_string(
+        &mut self,
+        name: &'static str,
+        required: bool,
+    ) -> Option<Map<String, Value>> {
+        let schema = typed_schema(
+            Type::Object,
+            Some("a JSON object, or a string holding one".to_owned()),
+        );
+        if self.describe(name, schema, required) {
+            return None;
+        }
+        match self.get(name) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.problem(name, format!("{name} is required."));
+                }
+                None
+            }
+            Some(Value::Object(map)) => Some(map.clone()),
+            Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(map)) => Some(map),
+                _ => {
+                    self.problem(
+                        name,
+                        format!("{name} must be a JSON object, or a string holding one."),
+                    );
+                    None
+                }
+            },
+            Some(other) => {
+                self.problem(
+                    name,
+                    format!(
+                        "{name} must be an object (or a string holding one), not {}.",
+                        json_type_name(other)
+                    ),
+                );
+                None
             }
         }
     }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod body;
 pub mod extract;
 pub mod forwarded;
+pub mod one;
 pub mod openapi;
 pub mod ops;
 pub mod pace;
@@ -24,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     admin::configure(cfg);
     pace::configure(cfg);
     zitadel::configure(cfg);
+    one::configure(cfg);
     cfg.service(web::resource("/docs").route(web::get().to(openapi::docs_redirect)))
         .service(openapi::service());
 }

@@ -68,6 +68,11 @@ impl Modify for BearerAuth {
         super::zitadel::get_session,
         super::zitadel::delete_session,
         super::zitadel::search_sessions,
+        super::one::post_one,
+        super::one::patch_one,
+        super::one::validate_login,
+        super::one::get_request,
+        super::one::get_session,
     ),
     tags(
         (name = "ops", description = "Health, readiness, metrics and signing keys"),
@@ -76,6 +81,7 @@ impl Modify for BearerAuth {
         (name = "otp", description = "One-time codes and the PIN"),
         (name = "totp", description = "Authenticator apps and recovery codes"),
         (name = "v2", description = "ZITADEL v2 Session API shape"),
+        (name = "async", description = "The asynchronous face (seeds 000-002): 202 Accepted, then a read to confirm"),
     )
 )]
 pub struct ApiDoc;

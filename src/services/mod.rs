@@ -46,6 +46,19 @@ pub struct Core {
     pub dummy_hash: String,
     /// One thread per core for CPU-heavy work.
     pub cpu_pool: cpu_pool::CpuPool,
+    /// Wake-ups of the asynchronous face's worker and of callers waiting
+    /// for a request's outcome.
+    pub requests: Arc<RequestSignals>,
+}
+
+/// Wake-ups around the asynchronous face's queue, within one node (other
+/// nodes find the work by polling).
+#[derive(Default)]
+pub struct RequestSignals {
+    /// A request was accepted: the worker looks at once.
+    pub accepted: tokio::sync::Notify,
+    /// A request finished: callers waiting (`Prefer: wait`) look again.
+    pub finished: tokio::sync::Notify,
 }
 
 impl Core {

@@ -86,6 +86,124 @@ pub const UUID: Rule = Rule::new(
     "a uuid",
 );
 
+/// `session_entity_field` (seeds 000, 001).
+pub const FIELD_NAME: Rule = Rule::new(
+    field_name,
+    Some("^[A-Za-z][A-Za-z0-9_]{0,127}$"),
+    "1 to 128 letters, digits or _, starting with a letter",
+);
+/// entity and employee numbers as seed 001 writes them (its own rule, not
+/// the 4- and 5-digit numbers of a login).
+pub const RECORD_NUMBER: Rule = Rule::new(
+    application_number,
+    Some("^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"),
+    "1 to 128 letters, digits, _ or -, starting with a letter or digit",
+);
+/// Seed 000's `session_entity_field_value`.
+pub const FOUR_DIGITS: Rule = Rule::new(entity_number, Some("^[0-9]{4}$"), "4 digits");
+pub const SESSION_STATUS: Rule = Rule::new(
+    session_status,
+    Some("^(pending|verified|failed|expired|revoked)$"),
+    "pending, verified, failed, expired or revoked",
+);
+/// The seeds' ISO-8601 times; without `Z` a time is UTC all the same.
+pub const SEED_TIME: Rule = Rule::new(
+    seed_time,
+    Some("^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,6})?Z?$"),
+    "a UTC time like 2026-05-17T15:49:56Z (fraction of up to 6 digits and Z optional)",
+);
+/// `^.{0,500}$`: up to 500 characters, no line break.
+pub const FAILURE_REASON: Rule = Rule::new(
+    failure_reason,
+    Some("^.{0,500}$"),
+    "up to 500 characters on one line",
+);
+/// Seed 002's password: `^.{1,120}$`.
+pub const SEED_PASSWORD: Rule = Rule::new(
+    seed_password,
+    Some("^.{1,120}$"),
+    "1 to 120 characters on one line",
+);
+
+/// `^[A-Za-z][A-Za-z0-9_]{0,127}$`
+pub fn field_name(value: &str) -> Result<(), String> {
+    let first_ok = value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic());
+    if first_ok && all_chars(value, 1, 128, |c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err("must be 1 to 128 letters, digits or _, starting with a letter".into())
+    }
+}
+
+/// `^(pending|verified|failed|expired|revoked)$`
+pub fn session_status(value: &str) -> Result<(), String> {
+    match value {
+        "pending" | "verified" | "failed" | "expired" | "revoked" => Ok(()),
+        _ => Err("must be one of pending, verified, failed, expired, revoked".into()),
+    }
+}
+
+/// `.` of a regex: any character but a line break.
+fn one_line(c: char) -> bool {
+    !matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}')
+}
+
+/// `^.{0,500}$`
+pub fn failure_reason(value: &str) -> Result<(), String> {
+    if all_chars(value, 0, 500, one_line) {
+        Ok(())
+    } else {
+        Err("must be at most 500 characters on one line".into())
+    }
+}
+
+/// `^.{1,120}$`
+pub fn seed_password(value: &str) -> Result<(), String> {
+    if all_chars(value, 1, 120, one_line) {
+        Ok(())
+    } else {
+        Err("must be 1 to 120 characters on one line".into())
+    }
+}
+
+/// `^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z?$`, and a real
+/// date and time.
+pub fn seed_time(value: &str) -> Result<(), String> {
+    parse_seed_time(value)
+        .map(drop)
+        .ok_or_else(|| "must be a UTC time like 2026-05-17T15:49:56Z".into())
+}
+
+/// A seed time as UTC (microseconds at most, as both databases keep).
+pub fn parse_seed_time(value: &str) -> Option<chrono::NaiveDateTime> {
+    let bare = value.strip_suffix('Z').unwrap_or(value);
+    let (whole, fraction) = match bare.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (bare, None),
+    };
+    let shape_ok = whole.len() == 19
+        && whole.char_indices().all(|(i, c)| match i {
+            4 | 7 => c == '-',
+            10 => c == 'T',
+            13 | 16 => c == ':',
+            _ => c.is_ascii_digit(),
+        })
+        && fraction
+            .is_none_or(|f| (1..=6).contains(&f.len()) && f.chars().all(|c| c.is_ascii_digit()));
+    if !shape_ok {
+        return None;
+    }
+    let time = chrono::NaiveDateTime::parse_from_str(whole, "%Y-%m-%dT%H:%M:%S").ok()?;
+    let micros = match fraction {
+        Some(f) => format!("{f:0<6}").parse::<i64>().ok()?,
+        None => 0,
+    };
+    Some(time + chrono::Duration::microseconds(micros))
+}
+
 fn all_chars(value: &str, min: usize, max: usize, ok: impl Fn(char) -> bool) -> bool {
     let count = value.chars().count();
     (min..=max).contains(&count) && value.chars().all(ok)
@@ -330,5 +448,43 @@ mod tests {
         assert!(uuid("4dc84733ce2a461b80174e77b3f99a66").is_err());
         assert!(password("1234567").is_err());
         assert!(password("12345678").is_ok());
+    }
+
+    #[test]
+    fn seed_times_at_their_edges() {
+        for good in [
+            "2026-05-17T15:49:56Z",
+            "2026-05-17T15:49:56",
+            "2026-05-17T15:49:56.1Z",
+            "2026-05-17T15:49:56.123456",
+        ] {
+            assert!(seed_time(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "2026-05-17T15:49:56.1234567Z",
+            "2026-05-17 15:49:56Z",
+            "2026-05-17T15:49:56+02:00",
+            "2026-13-17T15:49:56Z",
+            "2026-02-30T15:49:56Z",
+            "2026-05-17T15:49:56.Z",
+            "",
+        ] {
+            assert!(seed_time(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_seed_time("2026-05-17T15:49:56.5Z")
+                .map(|t| t.and_utc().timestamp_millis() % 1000),
+            Some(500)
+        );
+        assert!(field_name("mobile_application_id").is_ok());
+        assert!(field_name("_x").is_err());
+        assert!(field_name(&format!("a{}", "b".repeat(127))).is_ok());
+        assert!(field_name(&format!("a{}", "b".repeat(128))).is_err());
+        assert!(failure_reason(&"x".repeat(500)).is_ok());
+        assert!(failure_reason(&"x".repeat(501)).is_err());
+        assert!(failure_reason("two\nlines").is_err());
+        assert!(seed_password("").is_err());
+        assert!(seed_password(&"p".repeat(120)).is_ok());
+        assert!(seed_password(&"p".repeat(121)).is_err());
     }
 }

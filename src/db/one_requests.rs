@@ -1,0 +1,251 @@
+//! Accepted requests of the asynchronous face: written when the request is
+//! accepted (before its 202), claimed by a worker on any node with a
+//! lease, then finished with their outcome, or retried.
+
+use chrono::NaiveDateTime;
+use diesel::dsl::{exists, not};
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::schema::one_requests;
+
+pub const ACCEPTED: &str = "accepted";
+pub const PROCESSING: &str = "processing";
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
+
+/// The statuses of a request not finished yet.
+const UNFINISHED: [&str; 2] = [ACCEPTED, PROCESSING];
+
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = one_requests)]
+pub struct RequestRow {
+    pub id: String,
+    pub operation: String,
+    pub session_id: String,
+    pub status: String,
+    /// The parsed body, JSON, without secrets.
+    pub command: String,
+    /// validate-login's password, sealed with the row id as associated data.
+    pub sealed_secret: Option<Vec<u8>>,
+    pub caller: String,
+    pub idempotency_key: Option<String>,
+    pub body_digest: Vec<u8>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<NaiveDateTime>,
+    pub last_error: Option<String>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub token_issued_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+impl RequestRow {
+    pub fn is_finished(&self) -> bool {
+        !UNFINISHED.contains(&self.status.as_str())
+    }
+}
+
+pub fn insert(conn: &mut DbConnection, row: &RequestRow) -> QueryResult<()> {
+    diesel::insert_into(one_requests::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
+}
+
+pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<RequestRow>> {
+    one_requests::table.find(id).get_result(conn).optional()
+}
+
+/// The request `caller` made with `Idempotency-Key: key` for `operation`.
+pub fn find_by_idempotency_key(
+    conn: &mut DbConnection,
+    caller: &str,
+    operation: &str,
+    key: &str,
+) -> QueryResult<Option<RequestRow>> {
+    one_requests::table
+        .filter(one_requests::caller.eq(caller))
+        .filter(one_requests::operation.eq(operation))
+        .filter(one_requests::idempotency_key.eq(key))
+        .first(conn)
+        .optional()
+}
+
+/// The latest request of `operation` for the session, for reading a
+/// session that exists only as a request so far.
+pub fn latest_for_session(
+    conn: &mut DbConnection,
+    session_id: &str,
+    operation: &str,
+) -> QueryResult<Option<RequestRow>> {
+    one_requests::table
+        .filter(one_requests::session_id.eq(session_id))
+        .filter(one_requests::operation.eq(operation))
+        .order((one_requests::created_at.desc(), one_requests::id.desc()))
+        .first(conn)
+        .optional()
+}
+
+diesel::alias!(one_requests as earlier: EarlierRequests);
+
+/// Leases up to `limit` due requests to `owner` until `lease_until`, marks
+/// them processing and returns them, oldest first. A request is due when
+/// its time has come, no live lease holds it, and no earlier request of the
+/// same session is unfinished: one session's requests run one at a time,
+/// in the order they were accepted (ties of `created_at` by id, a UUIDv7).
+/// On PostgreSQL the candidates are locked `FOR UPDATE SKIP LOCKED`, so
+/// workers on other nodes claim other rows; on SQLite the caller's write
+/// transaction serialises claimers.
+pub fn claim_due(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    owner: &str,
+    lease_until: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<RequestRow>> {
+    let before_this = earlier
+        .field(one_requests::created_at)
+        .lt(one_requests::created_at)
+        .or(earlier
+            .field(one_requests::created_at)
+            .eq(one_requests::created_at)
+            .and(earlier.field(one_requests::id).lt(one_requests::id)));
+    let waits_for_earlier = exists(
+        earlier
+            .select(earlier.field(one_requests::id))
+            .filter(
+                earlier
+                    .field(one_requests::session_id)
+                    .eq(one_requests::session_id),
+            )
+            .filter(earlier.field(one_requests::status).eq_any(UNFINISHED))
+            .filter(before_this),
+    );
+    let candidates = one_requests::table
+        .select(one_requests::id)
+        .filter(one_requests::status.eq_any(UNFINISHED))
+        .filter(one_requests::next_attempt_at.le(now))
+        .filter(
+            one_requests::lease_until
+                .is_null()
+                .or(one_requests::lease_until.lt(now)),
+        )
+        .filter(not(waits_for_earlier))
+        .order((one_requests::created_at.asc(), one_requests::id.asc()))
+        .limit(limit);
+    let ids: Vec<String> = match conn {
+        DbConnection::Postgresql(pg) => candidates.for_update().skip_locked().load(pg)?,
+        DbConnection::Sqlite(_) => candidates.load(conn)?,
+    };
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::update(one_requests::table.filter(one_requests::id.eq_any(&ids)))
+        .set((
+            one_requests::status.eq(PROCESSING),
+            one_requests::lease_owner.eq(owner),
+            one_requests::lease_until.eq(lease_until),
+            one_requests::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    one_requests::table
+        .filter(one_requests::id.eq_any(&ids))
+        .order((one_requests::created_at.asc(), one_requests::id.asc()))
+        .load(conn)
+}
+
+/// Records a leased request's outcome and erases its sealed secret.
+/// Returns false when the lease was lost (another worker took the request
+/// after the lease ran out), leaving the row alone.
+pub fn finish(
+    conn: &mut DbConnection,
+    id: &str,
+    owner: &str,
+    status: &str,
+    result: Option<&str>,
+    error: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let changed = diesel::update(
+        one_requests::table
+            .filter(one_requests::id.eq(id))
+            .filter(one_requests::lease_owner.eq(owner)),
+    )
+    .set((
+        one_requests::status.eq(status),
+        one_requests::result.eq(result),
+        one_requests::error.eq(error),
+        one_requests::sealed_secret.eq(None::<Vec<u8>>),
+        one_requests::attempts.eq(one_requests::attempts + 1),
+        one_requests::lease_owner.eq(None::<String>),
+        one_requests::lease_until.eq(None::<NaiveDateTime>),
+        one_requests::updated_at.eq(now),
+        one_requests::finished_at.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Puts a leased request back for another attempt at `next`.
+pub fn retry(
+    conn: &mut DbConnection,
+    id: &str,
+    owner: &str,
+    reason: &str,
+    next: NaiveDateTime,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let changed = diesel::update(
+        one_requests::table
+            .filter(one_requests::id.eq(id))
+            .filter(one_requests::lease_owner.eq(owner)),
+    )
+    .set((
+        one_requests::status.eq(ACCEPTED),
+        one_requests::attempts.eq(one_requests::attempts + 1),
+        one_requests::last_error.eq(reason),
+        one_requests::next_attempt_at.eq(next),
+        one_requests::lease_owner.eq(None::<String>),
+        one_requests::lease_until.eq(None::<NaiveDateTime>),
+        one_requests::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Marks the request's session token as handed out; true only for the one
+/// call that does so (a conditional update: single use under concurrency).
+pub fn take_token(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
+    let changed = diesel::update(
+        one_requests::table
+            .filter(one_requests::id.eq(id))
+            .filter(one_requests::status.eq(SUCCEEDED))
+            .filter(one_requests::token_issued_at.is_null()),
+    )
+    .set(one_requests::token_issued_at.eq(now))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Deletes requests finished before `before`; returns how many.
+pub fn prune(conn: &mut DbConnection, before: NaiveDateTime) -> QueryResult<usize> {
+    diesel::delete(one_requests::table.filter(one_requests::finished_at.lt(before))).execute(conn)
+}
+
+/// How many requests wait (accepted or processing), and the oldest one's
+/// acceptance time.
+pub fn queue(conn: &mut DbConnection) -> QueryResult<(i64, Option<NaiveDateTime>)> {
+    let waiting = || one_requests::table.filter(one_requests::status.eq_any(UNFINISHED));
+    let depth = waiting().count().get_result(conn)?;
+    let oldest = waiting()
+        .select(diesel::dsl::min(one_requests::created_at))
+        .get_result(conn)?;
+    Ok((depth, oldest))
+}
