@@ -16,6 +16,7 @@ mod errors;
 mod helpers;
 mod keys;
 mod mail;
+mod one;
 mod openapi;
 mod ops;
 mod sessions;
