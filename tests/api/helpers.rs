@@ -118,6 +118,16 @@ pub struct TestApp {
     handle: ServerHandle,
 }
 
+/// A test's server stops when the test lets go of it: no server outlives
+/// its test, and no worker keeps polling a database the test dropped.
+/// (`ServerHandle::stop` sends the command at once; the future it returns
+/// only waits for it.)
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Arc::new(TestDatabase::new()), SmtpServer::start(), &[]).await
 }
@@ -189,6 +199,12 @@ impl TestApp {
         let (db, smtp) = (self.db.clone(), self.smtp.clone());
         drop(self);
         spawn_app_with(db, smtp, extra_env).await
+    }
+
+    /// Stops the server and waits until it has: its background workers
+    /// stop with it.
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
     }
 
     pub fn url(&self, path: &str) -> String {
