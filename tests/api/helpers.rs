@@ -201,11 +201,6 @@ impl TestApp {
         spawn_app_with(db, smtp, extra_env).await
     }
 
-    /// Stops the server and waits until it has: its background workers
-    /// stop with it.
-    pub async fn stop(&self) {
-        self.handle.stop(false).await;
-    }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
