@@ -109,6 +109,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "how often the delivery worker looks for due mail",
     ),
     (
+        "outbox_lease_secs",
+        "60",
+        "how long a delivery worker's claim on a mail holds: a node that dies mid-send loses it after this, and another node sends the mail (once more, with the same Message-ID)",
+    ),
+    (
+        "key_refresh_secs",
+        "60",
+        "how often a node reloads the signing keys, so that a key rotated elsewhere is used for new tokens (a token signed with a key a node does not know yet makes it reload at once)",
+    ),
+    (
         "async_worker",
         "true",
         "whether this node processes accepted asynchronous requests (false: it only accepts them)",
@@ -223,6 +233,8 @@ pub struct OutboxSettings {
     pub max_attempts: i32,
     pub retry_base_secs: u64,
     pub poll_interval_ms: u64,
+    /// How long a worker's claim on a mail holds (seconds).
+    pub lease_secs: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -272,6 +284,8 @@ pub struct Settings {
     pub metrics_token: Option<SecretString>,
     pub templates_dir: Option<PathBuf>,
     pub outbox: OutboxSettings,
+    /// How often the signing keys are reloaded (seconds).
+    pub key_refresh_secs: u64,
     pub asynchronous: AsyncSettings,
     pub auth: AuthSettings,
     pub argon2: Argon2Settings,
@@ -551,6 +565,7 @@ impl Settings {
             max_attempts: number("outbox_max_attempts", 8, 1, 100)? as i32,
             retry_base_secs: number("outbox_retry_base_secs", 30, 1, 86_400)?,
             poll_interval_ms: number("outbox_poll_ms", 1000, 10, 60_000)?,
+            lease_secs: number("outbox_lease_secs", 60, 1, 3600)? as i64,
         };
         let flag = |key: &str, default: bool| -> Result<bool, ConfigError> {
             match get(key) {
@@ -565,6 +580,7 @@ impl Settings {
                 },
             }
         };
+        let key_refresh_secs = number("key_refresh_secs", 60, 1, 3600)?;
         let asynchronous = AsyncSettings {
             worker: flag("async_worker", true)?,
             poll_interval_ms: number("async_poll_ms", 1000, 10, 60_000)?,
@@ -624,6 +640,7 @@ impl Settings {
             metrics_token,
             templates_dir,
             outbox,
+            key_refresh_secs,
             asynchronous,
             auth,
             argon2,

@@ -120,7 +120,8 @@ async fn run(command: Command, settings: Settings) -> Result<(), String> {
                 &tokens::signing_key_sealer(&master),
             )?;
             eprintln!(
-                "latchkey: new signing key {kid} is current; running servers pick it up within 60 s"
+                "latchkey: new signing key {kid} is current; running servers sign with it within {} s (LATCHKEY_KEY_REFRESH_SECS) and accept its tokens at once",
+                settings.key_refresh_secs
             );
             Ok(())
         }

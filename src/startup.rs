@@ -271,10 +271,12 @@ impl Application {
     }
 }
 
-/// Picks up keys added by `latchkey rotate-key` or another instance.
+/// Picks up keys added by `latchkey rotate-key` or another node every
+/// `LATCHKEY_KEY_REFRESH_SECS`, and forgets finished rate-limit windows.
 fn spawn_key_refresh(core: web::Data<Core>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(Duration::from_secs(60));
+        let mut interval =
+            tokio::time::interval(Duration::from_secs(core.settings.key_refresh_secs));
         interval.tick().await;
         loop {
             tokio::select! {
@@ -283,6 +285,9 @@ fn spawn_key_refresh(core: web::Data<Core>, mut stop: watch::Receiver<bool>) {
             }
             if let Err(err) = core.tokens.reload().await {
                 tracing::warn!(error = %err, "reloading signing keys failed");
+            }
+            if let Err(err) = core.prune_rate_limits().await {
+                tracing::warn!(error = %err, "pruning rate-limit windows failed");
             }
         }
     });

@@ -5,6 +5,7 @@
 //!
 //! cargo run --release -p latchkey-bench -- --backend sqlite
 
+mod asynchronous;
 mod load;
 mod report;
 mod seed;
@@ -224,11 +225,18 @@ fn free_port() -> Result<u16, Error> {
 struct Run {
     rows: Vec<Row>,
     argon2_raw: Option<f64>,
+    /// The asynchronous scenarios' accept-to-outcome measurements.
+    asynchronous: Vec<asynchronous::AsyncStats>,
 }
 
 fn wanted(args: &Args, name: &str) -> bool {
     args.only.is_empty() || args.only.iter().any(|o| o == name) || name == "ceiling"
 }
+
+/// Validate-logins sent by `async-login` (a login costs an argon2 check).
+const ASYNC_LOGINS: u64 = 1_000;
+/// Patches sent by `async-patch`.
+const ASYNC_PATCHES: u64 = 20_000;
 
 /// One server over a freshly seeded database, with the chosen scenarios.
 async fn run_once(
@@ -304,6 +312,7 @@ async fn run_once(
     // of this VM drifts by a third within minutes.
     let raw_half = Duration::from_secs(args.duration).max(Duration::from_secs(2)) / 2;
     let mut argon2_raw_rates = Vec::new();
+    let mut async_stats = Vec::new();
     for name in order {
         if name == "login" {
             eprintln!("  argon2-raw (first half) …");
@@ -408,6 +417,48 @@ async fn run_once(
                 })
                 .await
             }
+            "async-login" => {
+                // Capped: each login costs an argon2 check in the worker
+                // (about 100/s here), so an uncapped run would only measure
+                // a growing queue.
+                load::run(plan(name, ASYNC_LOGINS), move |n| {
+                    let (c, b) = (c.clone(), b.clone());
+                    async move {
+                        let employee = format!("{:05}", 10000 + n as usize % seed::USERS);
+                        c.post(format!("{b}/jef-one-validate-login-and-create-session"))
+                            .json(&json!({
+                                "session_id": uuid::Uuid::new_v4(),
+                                "entity_number": "1000",
+                                "application_name": "Bench App",
+                                "employee_number": employee,
+                                "password": seed::PASSWORD,
+                            }))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 202)
+                    }
+                })
+                .await
+            }
+            "async-patch" => {
+                load::run(plan(name, ASYNC_PATCHES), move |n| {
+                    let (c, b, s, t) = (c.clone(), b.clone(), s.clone(), t.clone());
+                    async move {
+                        let (id, _) = &s.readers[n as usize % s.readers.len()];
+                        c.patch(format!("{b}/one-sessions-patch-one"))
+                            .bearer_auth(t.as_str())
+                            .json(&json!({
+                                "session_id": id,
+                                "session_entity_field": "entity_number",
+                                "session_entity_field_value": "1000",
+                            }))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 202)
+                    }
+                })
+                .await
+            }
             "flow" => {
                 load::run(plan(name, u64::MAX), move |n| {
                     let (c, b, s) = (c.clone(), b.clone(), s.clone());
@@ -431,6 +482,16 @@ async fn run_once(
         } else {
             None
         };
+        if let Some(operation) = match name {
+            "async-login" => Some("validate-login"),
+            "async-patch" => Some("patch-one"),
+            _ => None,
+        } {
+            let stats =
+                asynchronous::drain_and_measure(&settings, operation, Duration::from_secs(600))?;
+            eprintln!("  {}", stats.line());
+            async_stats.push(stats);
+        }
         outcomes.push((outcome, unit, backlog));
         if name == "login" {
             eprintln!("  argon2-raw (second half) …");
@@ -456,6 +517,7 @@ async fn run_once(
     Ok(Run {
         rows,
         argon2_raw: mean(&argon2_raw_rates),
+        asynchronous: async_stats,
     })
 }
 
@@ -595,6 +657,8 @@ async fn main() -> Result<(), Error> {
         "totp-verify",
         "login",
         "flow",
+        "async-login",
+        "async-patch",
     ];
     let scenarios: Vec<&str> = all.iter().copied().filter(|s| wanted(&args, s)).collect();
     eprintln!(
@@ -620,6 +684,10 @@ async fn main() -> Result<(), Error> {
         }
         _ => None,
     };
+
+    for stats in &main_run.asynchronous {
+        println!("{}", stats.line());
+    }
 
     let mut scale = Vec::new();
     if args.scale {
@@ -651,6 +719,7 @@ async fn main() -> Result<(), Error> {
         "argon2_raw_per_s": main_run.argon2_raw.map(|r| report::round(r, 1)),
         "login_ratio_to_argon2_raw": login_ratio.map(|r| report::round(r, 3)),
         "scale": scale,
+        "asynchronous": main_run.asynchronous.iter().map(asynchronous::AsyncStats::to_json).collect::<Vec<_>>(),
     });
     let json_path = dir.join(format!("{date}-{backend}.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&document)?)?;

@@ -28,6 +28,7 @@ pub mod entities;
 pub mod lockouts;
 pub mod one_requests;
 pub mod outbox;
+pub mod rate_limits;
 pub mod schema;
 pub mod server_secrets;
 pub mod sessions;

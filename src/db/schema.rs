@@ -204,6 +204,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    rate_limit_windows (client) {
+        client -> Text,
+        window_minute -> BigInt,
+        count -> Integer,
+    }
+}
+
 diesel::joinable!(applications -> entities (entity_id));
 diesel::joinable!(users -> entities (entity_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -222,4 +230,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     recovery_codes,
     login_lockouts,
     one_requests,
+    rate_limit_windows,
 );

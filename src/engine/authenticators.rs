@@ -154,7 +154,7 @@ pub async fn confirm(
 ) -> Result<(), ApiError> {
     let (user_id, session_id) = caller.verified_user()?;
     let (user_id, session_id) = (user_id.to_owned(), session_id.to_owned());
-    core.rate_limiter.check(client.ip, core.clock.now())?;
+    core.check_rate_limit(client.ip).await?;
     let rules = core.rules();
     let now = core.now();
     let outcome = core

@@ -218,7 +218,7 @@ pub async fn create_account_otp(
 ) -> Result<AccountOtp, ApiError> {
     let (user_id, session_id) = caller.verified_user()?;
     let (user_id, session_id) = (user_id.to_owned(), session_id.to_owned());
-    core.rate_limiter.check(client.ip, core.clock.now())?;
+    core.check_rate_limit(client.ip).await?;
     let user = {
         let user_id = user_id.clone();
         core.db
@@ -308,7 +308,7 @@ pub async fn set_pin(
     if let Some(why) = pin_weakness(&pin) {
         return Err(ApiError::new(ErrorCode::WeakPin, why).at_pointer("/pin"));
     }
-    core.rate_limiter.check(client.ip, core.clock.now())?;
+    core.check_rate_limit(client.ip).await?;
     let hasher = core.hasher.clone();
     let pin_hash = core
         .blocking(move || hasher.hash(&pin))

@@ -314,7 +314,7 @@ pub async fn create(
     }
     check_request(core, caller, &request)?;
     if is_login {
-        core.rate_limiter.check(client.ip, core.clock.now())?;
+        core.check_rate_limit(client.ip).await?;
     }
     let user = {
         let user_ref = user_ref.clone();
@@ -453,7 +453,7 @@ pub async fn change(
     caller.ensure_own(&session_id)?;
     check_request(core, Some(caller), &request)?;
     if request.checks.any() {
-        core.rate_limiter.check(client.ip, core.clock.now())?;
+        core.check_rate_limit(client.ip).await?;
     }
     let session = lifecycle::find_session(core, &session_id).await?;
     let now = core.now();

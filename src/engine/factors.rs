@@ -528,7 +528,7 @@ pub async fn verify(
     session_id: Option<String>,
     client: ClientInfo,
 ) -> Result<VerifyResult, ApiError> {
-    core.rate_limiter.check(client.ip, core.clock.now())?;
+    core.check_rate_limit(client.ip).await?;
     let wanted = match (session_id, caller) {
         (Some(raw), _) => parse_id(&raw, "session").map_err(|e| {
             ApiError::new(e.code(), "sessionId names no session.").at_pointer("/sessionId")

@@ -435,7 +435,7 @@ pub async fn update(
             );
         }
     }
-    core.rate_limiter.check(client.ip, core.clock.now())?;
+    core.check_rate_limit(client.ip).await?;
     let is_admin = caller.is_admin();
     let creator = caller.creator();
     let now = core.now();

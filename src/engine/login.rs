@@ -453,7 +453,7 @@ pub async fn login(
     input: LoginInput,
     client: ClientInfo,
 ) -> Result<LoginResult, ApiError> {
-    core.rate_limiter.check(client.ip, core.clock.now())?;
+    core.check_rate_limit(client.ip).await?;
     open_session(core, input, client).await
 }
 

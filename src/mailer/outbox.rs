@@ -44,9 +44,6 @@ pub struct Delivery {
 const BATCH: i64 = 200;
 /// Sends in flight at once per worker.
 const CONCURRENCY: usize = 8;
-/// How long a claim holds. A worker that dies mid-send loses its lease after
-/// this, and the row is sent once more (with the same Message-ID).
-const LEASE: Duration = Duration::seconds(60);
 /// The longest wait between two attempts.
 const MAX_BACKOFF_SECS: i64 = 3600;
 
@@ -80,10 +77,13 @@ impl Delivery {
         let owner = Uuid::new_v4().to_string();
         let now = self.now();
         let claim_owner = owner.clone();
+        // A worker that dies mid-send loses its lease after this, and the
+        // row is sent once more (with the same Message-ID).
+        let lease = Duration::seconds(self.settings.lease_secs);
         let rows: Vec<OutboxRow> = self
             .db
             .write(move |conn| {
-                rows::claim_due(conn, now, &claim_owner, now + LEASE, BATCH).map_err(ApiError::from)
+                rows::claim_due(conn, now, &claim_owner, now + lease, BATCH).map_err(ApiError::from)
             })
             .await?;
         let claimed = rows.len();

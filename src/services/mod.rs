@@ -76,6 +76,44 @@ impl Core {
         }
     }
 
+    /// Counts a request of `client` against the per-client limit
+    /// (`LATCHKEY_RATE_LIMIT_PER_MINUTE`): in this process on SQLite (a
+    /// single node), in the database on PostgreSQL, so that several nodes
+    /// behind a load balancer share one budget per client.
+    pub async fn check_rate_limit(&self, client: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+        let now = self.clock.now();
+        let per_minute = self.rate_limiter.per_minute();
+        match client {
+            Some(ip) if per_minute > 0 && self.db.backend() == crate::config::Backend::Postgres => {
+                let key = rate_limit::ClientKey::of(ip).to_string();
+                let minute = rate_limit::minute_of(now);
+                let count = self
+                    .db
+                    .run(move |conn| {
+                        Ok::<_, ApiError>(crate::db::rate_limits::count(conn, &key, minute)?)
+                    })
+                    .await?;
+                if i64::from(count) > i64::from(per_minute) {
+                    return Err(rate_limit::refusal(per_minute, now));
+                }
+                Ok(())
+            }
+            _ => self.rate_limiter.check(client, now),
+        }
+    }
+
+    /// Forgets finished rate-limit windows kept in the database.
+    pub async fn prune_rate_limits(&self) -> Result<(), ApiError> {
+        if self.db.backend() != crate::config::Backend::Postgres {
+            return Ok(());
+        }
+        let minute = rate_limit::minute_of(self.clock.now());
+        self.db
+            .run(move |conn| Ok::<_, ApiError>(crate::db::rate_limits::prune(conn, minute)?))
+            .await
+            .map(drop)
+    }
+
     /// What rule work inside a blocking transaction needs.
     pub fn rules(&self) -> Arc<Rules> {
         self.rules.clone()

@@ -1,6 +1,8 @@
 //! Requests per client and minute on the calls an attacker would hammer
-//! (login, OTP, PIN). Fixed one-minute windows, kept in memory per instance:
-//! behind a load balancer each instance counts its own share.
+//! (login, OTP, PIN). Fixed one-minute windows: kept in memory by a node
+//! on SQLite (it is the only node), and in the database on PostgreSQL, so
+//! that every node behind a load balancer counts against one budget per
+//! client ([`crate::services::Core::check_rate_limit`]).
 //!
 //! A client is an IPv4 address or an IPv6 /64 ([`ClientKey`]), and the
 //! number of clients tracked at once is bounded ([`RateLimiter`]).
@@ -149,16 +151,28 @@ impl RateLimiter {
         if admitted {
             return Ok(());
         }
-        let retry_after = 60 - now.timestamp().rem_euclid(60);
-        Err(ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "More than {} requests a minute from this address; try again later.",
-                self.per_minute
-            ),
-        )
-        .with_retry_after(retry_after.max(1) as u64))
+        Err(refusal(self.per_minute, now))
     }
+
+    /// Requests a client may send in a minute; 0 when the limit is off.
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
+    }
+}
+
+/// The minute `now` is in (Unix minutes), the window's key.
+pub fn minute_of(now: DateTime<Utc>) -> i64 {
+    now.timestamp().div_euclid(60)
+}
+
+/// The 429 of a client past its limit, with the seconds to the next window.
+pub fn refusal(per_minute: u32, now: DateTime<Utc>) -> ApiError {
+    let retry_after = 60 - now.timestamp().rem_euclid(60);
+    ApiError::new(
+        ErrorCode::RateLimited,
+        format!("More than {per_minute} requests a minute from this address; try again later."),
+    )
+    .with_retry_after(retry_after.max(1) as u64)
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ fn migrate_is_idempotent() {
     let first = latchkey(&db, &["migrate"], &[]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stderr(&first).contains("8 migration(s) applied"),
+        stderr(&first).contains("9 migration(s) applied"),
         "{}",
         stderr(&first)
     );

@@ -201,7 +201,6 @@ impl TestApp {
         spawn_app_with(db, smtp, extra_env).await
     }
 
-
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

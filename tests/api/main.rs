@@ -10,6 +10,7 @@ mod admin_entities;
 mod admin_users;
 mod auth;
 mod cli;
+mod cluster;
 mod concurrency;
 mod engine;
 mod errors;

@@ -2,7 +2,7 @@
 //! port) that records what it receives, and can refuse mail on demand.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ impl ReceivedMail {
 struct Recorder {
     received: Arc<Mutex<Vec<ReceivedMail>>>,
     refusing: Arc<AtomicBool>,
+    /// Milliseconds each accepted mail takes to be acknowledged.
+    delay_ms: Arc<AtomicU64>,
     recipients: Vec<String>,
     data: Vec<u8>,
 }
@@ -84,6 +86,10 @@ impl Handler for Recorder {
         if self.refusing.load(Ordering::SeqCst) {
             return INTERNAL_ERROR;
         }
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         let mail = ReceivedMail {
             recipients: std::mem::take(&mut self.recipients),
             raw: std::mem::take(&mut self.data),
@@ -98,6 +104,7 @@ pub struct SmtpServer {
     pub port: u16,
     received: Arc<Mutex<Vec<ReceivedMail>>>,
     refusing: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl SmtpServer {
@@ -124,9 +131,11 @@ impl SmtpServer {
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let refusing = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let recorder = Recorder {
             received: received.clone(),
             refusing: refusing.clone(),
+            delay_ms: delay_ms.clone(),
             recipients: vec![],
             data: vec![],
         };
@@ -143,6 +152,7 @@ impl SmtpServer {
             port,
             received,
             refusing,
+            delay_ms,
         }
     }
 
@@ -152,6 +162,12 @@ impl SmtpServer {
 
     pub fn refuse(&self, refusing: bool) {
         self.refusing.store(refusing, Ordering::SeqCst);
+    }
+
+    /// Makes every mail take `ms` milliseconds to be acknowledged (a slow
+    /// relay: deliveries stay in flight).
+    pub fn slow(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     pub fn received(&self) -> Vec<ReceivedMail> {

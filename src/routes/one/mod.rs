@@ -237,7 +237,7 @@ pub(super) async fn validate_login(
     client: ClientInfo,
     object: JsonObject,
 ) -> Handler {
-    core.rate_limiter.check(client.ip, core.clock.now())?;
+    core.check_rate_limit(client.ip).await?;
     let ValidateLoginBody(input) = read_body(&object)?;
     let request = NewRequest {
         operation: Operation::ValidateLogin,
