@@ -53,7 +53,7 @@ struct Args {
     #[arg(long)]
     scale: bool,
     /// Only these scenarios (comma-separated): ceiling, read, otp-issue,
-    /// otp-verify, totp-verify, login, flow.
+    /// otp-verify, totp-verify, login, flow, async-login, async-patch.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// PostgreSQL server for --backend postgres (a database is made and dropped).
@@ -236,7 +236,7 @@ fn wanted(args: &Args, name: &str) -> bool {
 /// Validate-logins sent by `async-login` (a login costs an argon2 check).
 const ASYNC_LOGINS: u64 = 1_000;
 /// Patches sent by `async-patch`.
-const ASYNC_PATCHES: u64 = 20_000;
+const ASYNC_PATCHES: u64 = 10_000;
 
 /// One server over a freshly seeded database, with the chosen scenarios.
 async fn run_once(
@@ -418,10 +418,15 @@ async fn run_once(
                 .await
             }
             "async-login" => {
-                // Capped: each login costs an argon2 check in the worker
-                // (about 100/s here), so an uncapped run would only measure
-                // a growing queue.
-                load::run(plan(name, ASYNC_LOGINS), move |n| {
+                // Capped, without warm-up (it would send them all): each
+                // login costs an argon2 check in the worker (about 100/s
+                // here), so an uncapped run would only measure a growing
+                // queue.
+                let plan = Plan {
+                    warmup: Duration::ZERO,
+                    ..plan(name, ASYNC_LOGINS)
+                };
+                load::run(plan, move |n| {
                     let (c, b) = (c.clone(), b.clone());
                     async move {
                         let employee = format!("{:05}", 10000 + n as usize % seed::USERS);
@@ -441,7 +446,11 @@ async fn run_once(
                 .await
             }
             "async-patch" => {
-                load::run(plan(name, ASYNC_PATCHES), move |n| {
+                let plan = Plan {
+                    warmup: Duration::ZERO,
+                    ..plan(name, ASYNC_PATCHES)
+                };
+                load::run(plan, move |n| {
                     let (c, b, s, t) = (c.clone(), b.clone(), s.clone(), t.clone());
                     async move {
                         let (id, _) = &s.readers[n as usize % s.readers.len()];

@@ -28,9 +28,12 @@ use crate::services::Core;
 use crate::services::audit::ClientInfo;
 
 /// Requests claimed per pass.
-const BATCH: i64 = 32;
-/// Requests processed at once (a login waits for argon2 on the CPU pool).
-const CONCURRENCY: usize = 4;
+const BATCH: i64 = 64;
+/// Requests processed at once. A claimed batch holds at most one request
+/// per session, so this never reorders a session's requests; each waits
+/// mostly for its writes' commits (and a login for argon2 on the CPU
+/// pool): at 4 the worker finished 542 patches/s while 4 500/s arrived.
+const CONCURRENCY: usize = 16;
 /// How long a claim holds; a node that dies mid-request loses it after
 /// this, and another node processes the request.
 pub const LEASE: Duration = Duration::seconds(120);
