@@ -379,10 +379,11 @@ impl ApiError {
         &self.problems
     }
 
-    /// A failure worth another try later (the database busy or
-    /// unreachable, a fault of ours), not the request's own fault.
+    /// A failure worth another try later (the database busy, a lost
+    /// connection, a serialization failure: 503), not the request's own
+    /// fault. An internal error (500) would fail the same way again.
     pub fn is_transient(&self) -> bool {
-        self.code.status().is_server_error()
+        self.code == ErrorCode::ServiceUnavailable
     }
 
     /// The cause kept for the log (never sent to a client).

@@ -23,6 +23,8 @@ pub struct RequestRow {
     pub id: String,
     pub operation: String,
     pub session_id: String,
+    /// The request's place among its session's requests ([`next_sequence`]).
+    pub sequence: i64,
     pub status: String,
     /// The parsed body, JSON, without secrets.
     pub command: String,
@@ -52,11 +54,53 @@ impl RequestRow {
     }
 }
 
+#[derive(diesel::QueryableByName)]
+struct Numbered {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    last_sequence: i64,
+}
+
+/// The next number of the session's requests, in one upsert that locks the
+/// session's counter row until the caller's transaction ends: a request of
+/// the same session accepted beside this one waits, takes the next number
+/// and commits after it. (Numbering by time could not order them: a
+/// request stamped first may commit last, and be claimed after a later one.)
+pub fn next_sequence(conn: &mut DbConnection, session_id: &str) -> QueryResult<i64> {
+    const UPSERT: &str = "INSERT INTO one_request_sessions (session_id, last_sequence) VALUES ({1}, 1) \
+         ON CONFLICT (session_id) DO UPDATE SET last_sequence = one_request_sessions.last_sequence + 1 \
+         RETURNING last_sequence";
+    let numbered: Numbered = match conn {
+        DbConnection::Postgresql(pg) => diesel::sql_query(UPSERT.replace("{1}", "$1"))
+            .bind::<diesel::sql_types::Text, _>(session_id)
+            .get_result(pg)?,
+        DbConnection::Sqlite(sqlite) => diesel::sql_query(UPSERT.replace("{1}", "?"))
+            .bind::<diesel::sql_types::Text, _>(session_id)
+            .get_result(sqlite)?,
+    };
+    Ok(numbered.last_sequence)
+}
+
 pub fn insert(conn: &mut DbConnection, row: &RequestRow) -> QueryResult<()> {
     diesel::insert_into(one_requests::table)
         .values(row)
         .execute(conn)
         .map(drop)
+}
+
+/// Inserts the request unless a concurrent one took its Idempotency-Key
+/// first (false then). Under a savepoint: on PostgreSQL the unique
+/// violation would abort the caller's whole transaction, which still has
+/// to read the winner.
+pub fn insert_unless_key_taken(conn: &mut DbConnection, row: &RequestRow) -> QueryResult<bool> {
+    use diesel::Connection;
+    match conn.transaction(|conn| insert(conn, row)) {
+        Ok(()) => Ok(true),
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) if row.idempotency_key.is_some() => Ok(false),
+        Err(err) => Err(err),
+    }
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<RequestRow>> {
@@ -88,7 +132,7 @@ pub fn latest_for_session(
     one_requests::table
         .filter(one_requests::session_id.eq(session_id))
         .filter(one_requests::operation.eq(operation))
-        .order((one_requests::created_at.desc(), one_requests::id.desc()))
+        .order(one_requests::sequence.desc())
         .first(conn)
         .optional()
 }
@@ -98,8 +142,8 @@ diesel::alias!(one_requests as earlier: EarlierRequests);
 /// Leases up to `limit` due requests to `owner` until `lease_until`, marks
 /// them processing and returns them, oldest first. A request is due when
 /// its time has come, no live lease holds it, and no earlier request of the
-/// same session is unfinished: one session's requests run one at a time,
-/// in the order they were accepted (ties of `created_at` by id, a UUIDv7).
+/// same session (by [`next_sequence`]) is unfinished: one session's
+/// requests run one at a time, in the order they were accepted.
 /// On PostgreSQL the candidates are locked `FOR UPDATE SKIP LOCKED`, so
 /// workers on other nodes claim other rows; on SQLite the caller's write
 /// transaction serialises claimers.
@@ -111,12 +155,8 @@ pub fn claim_due(
     limit: i64,
 ) -> QueryResult<Vec<RequestRow>> {
     let before_this = earlier
-        .field(one_requests::created_at)
-        .lt(one_requests::created_at)
-        .or(earlier
-            .field(one_requests::created_at)
-            .eq(one_requests::created_at)
-            .and(earlier.field(one_requests::id).lt(one_requests::id)));
+        .field(one_requests::sequence)
+        .lt(one_requests::sequence);
     let waits_for_earlier = exists(
         earlier
             .select(earlier.field(one_requests::id))
@@ -234,9 +274,20 @@ pub fn take_token(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Quer
     Ok(changed == 1)
 }
 
-/// Deletes requests finished before `before`; returns how many.
+/// Deletes requests finished before `before`, and the counters of
+/// sessions left without requests; returns how many requests.
 pub fn prune(conn: &mut DbConnection, before: NaiveDateTime) -> QueryResult<usize> {
-    diesel::delete(one_requests::table.filter(one_requests::finished_at.lt(before))).execute(conn)
+    use super::schema::one_request_sessions;
+    let pruned = diesel::delete(one_requests::table.filter(one_requests::finished_at.lt(before)))
+        .execute(conn)?;
+    if pruned > 0 {
+        let remaining = one_requests::table.select(one_requests::session_id);
+        diesel::delete(
+            one_request_sessions::table.filter(one_request_sessions::session_id.ne_all(remaining)),
+        )
+        .execute(conn)?;
+    }
+    Ok(pruned)
 }
 
 /// How many requests wait (accepted or processing), and the oldest one's

@@ -100,6 +100,7 @@ diesel::table! {
         id -> Text,
         operation -> Text,
         session_id -> Text,
+        sequence -> BigInt,
         status -> Text,
         command -> Text,
         sealed_secret -> Nullable<Binary>,
@@ -205,6 +206,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    one_request_sessions (session_id) {
+        session_id -> Text,
+        last_sequence -> BigInt,
+    }
+}
+
+diesel::table! {
     rate_limit_windows (client) {
         client -> Text,
         window_minute -> BigInt,
@@ -230,5 +238,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     recovery_codes,
     login_lockouts,
     one_requests,
+    one_request_sessions,
     rate_limit_windows,
 );

@@ -115,30 +115,47 @@ pub fn issue_session_token(
     )
 }
 
-/// Hands a live session a new token: the old one stops working (the
-/// session's current `jti` is the new one's). For the starter of an
-/// asynchronous login, who learns the token only once the login is valid.
-pub async fn reissue_token(
+/// Hands a live session of `user_id` a new token: the old one stops
+/// working (the session's current `jti` is the new one's). For the starter
+/// of an asynchronous login, who learns the token only once the login is
+/// valid. `claim` runs first in the same transaction (the face's record
+/// that the token was handed out): when it answers false, or the session is
+/// no longer live or no longer the user's, nothing changes and `None` is
+/// returned.
+pub async fn reissue_token<C>(
     core: &Core,
     session_id: &str,
-) -> Result<(String, NaiveDateTime), ApiError> {
+    user_id: &str,
+    claim: C,
+) -> Result<Option<(String, NaiveDateTime)>, ApiError>
+where
+    C: FnOnce(&mut DbConnection) -> Result<bool, ApiError> + Send + 'static,
+{
     let now = core.now();
     let row = find_session(core, session_id).await?;
-    ensure_live(&row, now)?;
+    if !is_live(&row, now) || row.user_id != user_id {
+        return Ok(None);
+    }
     let (token, claims) = issue_session_token(core, &row.user_id, &row.id, row.expires_at)?;
-    let id = row.id.clone();
-    core.db
+    let (id, user_id) = (row.id.clone(), user_id.to_owned());
+    let handed_out = core
+        .db
         .write(move |conn| {
-            let row = lock_live_session(conn, &id, now)?;
+            let Some(row) = rows::find_for_update(conn, &id)? else {
+                return Ok(false);
+            };
+            if !is_live(&row, now) || row.user_id != user_id || !claim(conn)? {
+                return Ok(false);
+            }
             let changes = SessionChanges {
                 token_id: Some(Some(claims.jti.clone())),
                 ..SessionChanges::default()
             };
             rows::update(conn, &row.id, &changes, now)?;
-            Ok::<_, ApiError>(())
+            Ok::<_, ApiError>(true)
         })
         .await?;
-    Ok((token, row.expires_at))
+    Ok(handed_out.then_some((token, row.expires_at)))
 }
 
 /// What a new session starts with.

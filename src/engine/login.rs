@@ -497,7 +497,7 @@ pub async fn open_session(
                         .ok_or_else(|| {
                             ApiError::invalid_field(
                                 "/applicationName",
-                                "applicationName names no application of the user's entity.",
+                                "The application name names no application of the user's entity.",
                             )
                         })?
                         .id,

@@ -151,12 +151,13 @@ fn one_line(c: char) -> bool {
     !matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}')
 }
 
-/// `^.{0,500}$`
+/// `^.{0,500}$`, without U+0000 (which the regex allows but no
+/// PostgreSQL text can hold: refused here rather than failing later).
 pub fn failure_reason(value: &str) -> Result<(), String> {
-    if all_chars(value, 0, 500, one_line) {
+    if all_chars(value, 0, 500, |c| one_line(c) && c != '\0') {
         Ok(())
     } else {
-        Err("must be at most 500 characters on one line".into())
+        Err("must be at most 500 characters on one line, without NUL".into())
     }
 }
 
@@ -193,7 +194,8 @@ pub fn parse_seed_time(value: &str) -> Option<chrono::NaiveDateTime> {
         })
         && fraction
             .is_none_or(|f| (1..=6).contains(&f.len()) && f.chars().all(|c| c.is_ascii_digit()));
-    if !shape_ok {
+    // A leap second (`:60`) names no instant either database can store.
+    if !shape_ok || &whole[17..19] > "59" {
         return None;
     }
     let time = chrono::NaiveDateTime::parse_from_str(whole, "%Y-%m-%dT%H:%M:%S").ok()?;
@@ -467,6 +469,7 @@ mod tests {
             "2026-13-17T15:49:56Z",
             "2026-02-30T15:49:56Z",
             "2026-05-17T15:49:56.Z",
+            "2016-12-31T23:59:60Z",
             "",
         ] {
             assert!(seed_time(bad).is_err(), "{bad}");
@@ -483,6 +486,7 @@ mod tests {
         assert!(failure_reason(&"x".repeat(500)).is_ok());
         assert!(failure_reason(&"x".repeat(501)).is_err());
         assert!(failure_reason("two\nlines").is_err());
+        assert!(failure_reason("nul\0byte").is_err());
         assert!(seed_password("").is_err());
         assert!(seed_password(&"p".repeat(120)).is_ok());
         assert!(seed_password(&"p".repeat(121)).is_err());

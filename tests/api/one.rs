@@ -833,3 +833,194 @@ async fn metrics_count_accepted_and_finished_requests() {
         assert!(metrics.contains(name), "{name} missing");
     }
 }
+
+#[tokio::test]
+async fn the_same_key_sent_in_parallel_records_one_request() {
+    let app = spawn_app().await;
+    let seeded = seed(&app).await;
+    let body = post_one_body(&seeded, &Uuid::new_v4().to_string());
+    let key = Uuid::new_v4().to_string();
+    let send = || {
+        app.admin(Method::POST, "/one-sessions-post-one")
+            .header("Idempotency-Key", &key)
+            .json(&body)
+            .send()
+    };
+    let responses = futures_util::future::join_all((0..10).map(|_| send())).await;
+    let mut ids = Vec::new();
+    for response in responses {
+        ids.push(
+            accepted(response.unwrap()).await["request_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(finished(&app, &ids[0], None).await["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn an_anonymous_key_belongs_to_its_client_network_and_is_no_password_oracle() {
+    let db = Arc::new(TestDatabase::new());
+    let app = spawn_app_with(
+        db,
+        SmtpServer::start(),
+        &[("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1/32")],
+    )
+    .await;
+    let seeded = seed(&app).await;
+    let session_id = Uuid::new_v4().to_string();
+    let key = session_id.clone();
+    let login = |from: &'static str, password: &str| {
+        app.client
+            .post(app.url("/jef-one-validate-login-and-create-session"))
+            .header("X-Forwarded-For", from)
+            .header("Idempotency-Key", &key)
+            .json(&login_body(&session_id, password))
+            .send()
+    };
+    let victim = accepted(login("203.0.113.5", PASSWORD).await.unwrap()).await;
+    // From elsewhere, the victim's key is no key at all: a wrong password is
+    // a login of its own, refused and counted, not "another body".
+    let guess = accepted(login("198.51.100.7", "guess").await.unwrap()).await;
+    assert_ne!(guess["request_id"], victim["request_id"]);
+    let outcome = finished(
+        &app,
+        guess["request_id"].as_str().unwrap(),
+        guess["receipt"].as_str(),
+    )
+    .await;
+    assert_eq!(outcome["result"]["failure_code"], "invalid-credentials");
+    // The right password from elsewhere gets its own request, never the
+    // victim's receipt.
+    let other = accepted(login("198.51.100.8", PASSWORD).await.unwrap()).await;
+    assert_ne!(other["request_id"], victim["request_id"]);
+    assert_ne!(other["receipt"], victim["receipt"]);
+    // Within one network a key is one request: another body is refused.
+    assert_error(
+        login("198.51.100.7", PASSWORD).await.unwrap(),
+        422,
+        "idempotency-key-reused",
+    )
+    .await;
+    // From the victim's network, the same key and body is a replay.
+    let replay = accepted(login("203.0.113.5", PASSWORD).await.unwrap()).await;
+    assert_eq!(replay["request_id"], victim["request_id"]);
+    let kinds = audit_kinds(&app, &seeded.user.id).await;
+    assert!(kinds.contains(&"login_failed".to_owned()), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn a_closed_session_hands_out_no_token_and_the_outcome_stays_readable() {
+    let app = spawn_app().await;
+    seed(&app).await;
+    let session_id = Uuid::new_v4().to_string();
+    let accepted = accepted(
+        send(
+            &app,
+            Method::POST,
+            "/jef-one-validate-login-and-create-session",
+            &login_body(&session_id, PASSWORD),
+        )
+        .await,
+    )
+    .await;
+    let (id, receipt) = (
+        accepted["request_id"].as_str().unwrap(),
+        accepted["receipt"].as_str().unwrap(),
+    );
+    // The backend's view: the request finished (no token taken).
+    finished(&app, id, None).await;
+    let ended = accepted_then_finished(
+        &app,
+        Method::PATCH,
+        "/one-sessions-patch-one",
+        &json!({"session_id": session_id, "is_valid": false}),
+    )
+    .await;
+    assert_eq!(ended["status"], "succeeded");
+    for _ in 0..2 {
+        let response = read_request(&app, id, Some(receipt)).await;
+        assert_eq!(response.status(), 200);
+        let view = json(response).await;
+        assert_eq!(view["status"], "succeeded");
+        assert!(view.get("session_token").is_none(), "{view}");
+        assert!(view.get("session_token_issued_at").is_none(), "{view}");
+    }
+}
+
+#[tokio::test]
+async fn a_nul_in_a_failure_reason_is_refused_at_the_door() {
+    let app = spawn_app().await;
+    let errors = assert_error(
+        admin_send(
+            &app,
+            Method::PATCH,
+            "/one-sessions-patch-one",
+            &json!({"session_id": Uuid::new_v4(), "is_valid": false, "failure_reason": "bad\u{0}reason"}),
+        )
+        .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(pointers(&errors), ["/failure_reason"]);
+}
+
+#[tokio::test]
+async fn parallel_patches_of_one_session_apply_in_their_accepted_order() {
+    use diesel::prelude::*;
+    use latchkey::db::schema::one_requests as r;
+    let app = spawn_app().await;
+    let seeded = seed(&app).await;
+    let session_id = Uuid::new_v4().to_string();
+    let created = accepted_then_finished(
+        &app,
+        Method::POST,
+        "/one-sessions-post-one",
+        &post_one_body(&seeded, &session_id),
+    )
+    .await;
+    assert_eq!(created["status"], "succeeded");
+    for round in 0..3 {
+        let times: Vec<String> = (1..=8)
+            .map(|i| {
+                (app.clock.now() + chrono::Duration::minutes(round * 10 + i))
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            })
+            .collect();
+        let patches = times.iter().map(|at| {
+            app.admin(Method::PATCH, "/one-sessions-patch-one")
+                .json(&json!({"session_id": session_id, "expires_at": at}))
+                .send()
+        });
+        let mut ids = Vec::new();
+        for response in futures_util::future::join_all(patches).await {
+            ids.push(
+                accepted(response.unwrap()).await["request_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        for id in &ids {
+            assert_eq!(finished(&app, id, None).await["status"], "succeeded");
+        }
+        // The last accepted patch is the one that stays.
+        let last_command: String = {
+            let mut conn = app.core.db.pool().get().unwrap();
+            r::table
+                .filter(r::session_id.eq(&session_id))
+                .filter(r::operation.eq("patch-one"))
+                .order(r::sequence.desc())
+                .select(r::command)
+                .first(&mut conn)
+                .unwrap()
+        };
+        let last: Value = serde_json::from_str(&last_command).unwrap();
+        let session = json(get_one(&app, &session_id, &app.admin_token).await).await;
+        assert_eq!(session["expires_at"], last["expires_at"], "round {round}");
+    }
+}

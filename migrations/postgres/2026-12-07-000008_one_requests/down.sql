@@ -1,3 +1,4 @@
+DROP TABLE one_request_sessions;
 DROP TABLE one_requests;
 ALTER TABLE sessions DROP COLUMN entity_field;
 ALTER TABLE sessions DROP COLUMN entity_field_value;

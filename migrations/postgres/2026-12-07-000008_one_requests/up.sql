@@ -6,6 +6,10 @@ CREATE TABLE one_requests (
     id TEXT PRIMARY KEY NOT NULL,
     operation TEXT NOT NULL,
     session_id TEXT NOT NULL,
+    -- The request's place among its session's requests (1, 2, …), taken
+    -- from one_request_sessions in the accepting transaction: a session's
+    -- requests are processed in this order, which is their commit order.
+    sequence BIGINT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('accepted', 'processing', 'succeeded', 'failed')),
     -- The parsed body as JSON, without secrets.
     command TEXT NOT NULL,
@@ -38,7 +42,14 @@ CREATE TABLE one_requests (
 -- Idempotency-Key is scoped to the caller and the operation.
 CREATE UNIQUE INDEX one_requests_idempotency ON one_requests (caller, operation, idempotency_key);
 CREATE INDEX one_requests_due ON one_requests (status, next_attempt_at);
-CREATE INDEX one_requests_session ON one_requests (session_id, created_at);
+CREATE INDEX one_requests_session ON one_requests (session_id, sequence);
+-- Each session's last request number: the upsert that takes the next one
+-- locks this row, so two requests of one session accepted at once are
+-- numbered (and committed) one after the other.
+CREATE TABLE one_request_sessions (
+    session_id TEXT PRIMARY KEY NOT NULL,
+    last_sequence BIGINT NOT NULL
+);
 CREATE INDEX one_requests_finished ON one_requests (finished_at);
 
 -- What a trusted backend binds a session to (seed 001): a field of the

@@ -28,7 +28,7 @@ use super::body::RequestBody;
 use super::extract::{Admin, Fields, JsonObject, OptionalCaller, QueryParams};
 use crate::db::one_requests::RequestRow;
 use crate::db::sessions::SessionRow;
-use crate::engine::{self, lifecycle};
+use crate::engine::{self, lifecycle, login};
 use crate::error::{ApiError, ErrorCode};
 use crate::services::audit::ClientInfo;
 use crate::services::{Core, rules};
@@ -109,9 +109,18 @@ fn preferred_wait(req: &HttpRequest) -> Option<u64> {
         .flat_map(|value| value.split([',', ';']))
         .filter_map(|preference| {
             let (name, value) = preference.trim().split_once('=')?;
+            let value = value.trim().trim_matches('"');
+            // Digits too many for a number are a very long wait (capped).
+            let secs = match value.parse::<u64>() {
+                Ok(secs) => Some(secs),
+                Err(_) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                    Some(u64::MAX)
+                }
+                Err(_) => None,
+            };
             name.trim()
                 .eq_ignore_ascii_case("wait")
-                .then(|| value.trim().trim_matches('"').parse::<u64>().ok())
+                .then_some(secs)
                 .flatten()
         })
         .next()
@@ -243,7 +252,7 @@ pub(super) async fn validate_login(
         operation: Operation::ValidateLogin,
         session_id: input.session_id.unwrap_or_default(),
         body: object.0,
-        caller: "anonymous".to_owned(),
+        caller: format!("anonymous:{}", login::lockout_source(client.ip)),
         idempotency_key: idempotency_key(&req)?,
     };
     accept(&core, &req, request, &client).await

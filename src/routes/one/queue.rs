@@ -57,7 +57,11 @@ pub struct NewRequest {
     pub session_id: String,
     /// The body as sent (validated).
     pub body: Map<String, Value>,
-    /// Who asks: an admin token's subject, or `anonymous`.
+    /// Who asks, the scope of its Idempotency-Key: an admin token's
+    /// subject, or `anonymous:` and the client's network (its IPv4 address
+    /// or IPv6 /64), so that nobody elsewhere can probe another client's
+    /// key (with a login's body, a key's "another body" answer would tell
+    /// a wrong password from the right one without counting it).
     pub caller: String,
     pub idempotency_key: Option<String>,
 }
@@ -96,10 +100,11 @@ pub async fn accept(
         _ => None,
     };
     let now = core.now();
-    let row = RequestRow {
+    let mut row = RequestRow {
         id,
         operation: operation.as_str().to_owned(),
         session_id,
+        sequence: 0,
         status: ACCEPTED.to_owned(),
         command: Value::Object(body).to_string(),
         sealed_secret,
@@ -123,31 +128,22 @@ pub async fn accept(
     let (row, new) = core
         .db
         .write(move |conn| {
-            if let Some(key) = &row.idempotency_key {
-                // Twice: a concurrent first use of the key loses the insert
-                // below to the unique index, then finds the winner here.
-                for _ in 0..2 {
-                    if let Some(earlier) =
-                        rows::find_by_idempotency_key(conn, &row.caller, &row.operation, key)?
-                    {
-                        if earlier.body_digest != row.body_digest {
-                            return Err(key_reused());
-                        }
-                        return Ok((earlier, false));
-                    }
-                    match rows::insert(conn, &row) {
-                        Ok(()) => return Ok((row, true)),
-                        Err(diesel::result::Error::DatabaseError(
-                            diesel::result::DatabaseErrorKind::UniqueViolation,
-                            _,
-                        )) => continue,
-                        Err(err) => return Err(err.into()),
-                    }
-                }
-                return Err(key_reused());
+            if let Some(key) = &row.idempotency_key
+                && let Some(earlier) =
+                    rows::find_by_idempotency_key(conn, &row.caller, &row.operation, key)?
+            {
+                return replay(earlier, &row);
             }
-            rows::insert(conn, &row)?;
-            Ok::<_, ApiError>((row, true))
+            row.sequence = rows::next_sequence(conn, &row.session_id)?;
+            if rows::insert_unless_key_taken(conn, &row)? {
+                return Ok((row, true));
+            }
+            // A concurrent first use of the same key won: its request.
+            let key = row.idempotency_key.as_deref().unwrap_or_default();
+            match rows::find_by_idempotency_key(conn, &row.caller, &row.operation, key)? {
+                Some(earlier) => replay(earlier, &row),
+                None => Err(key_reused()),
+            }
         })
         .await?;
     if new {
@@ -156,6 +152,16 @@ pub async fn accept(
         core.requests.accepted.notify_one();
     }
     Ok(row)
+}
+
+/// The request an earlier call with the same key recorded, if it had the
+/// same body.
+fn replay(earlier: RequestRow, new: &RequestRow) -> Result<(RequestRow, bool), ApiError> {
+    if earlier.body_digest == new.body_digest {
+        Ok((earlier, false))
+    } else {
+        Err(key_reused())
+    }
 }
 
 fn key_reused() -> ApiError {
@@ -290,12 +296,15 @@ pub async fn view(core: &Core, row: RequestRow, with_token: bool) -> Result<Valu
         && is_valid;
     if with_token && login_succeeded {
         let (id, now) = (row.id.clone(), core.now());
-        let taken = core
-            .db
-            .write(move |conn| Ok::<_, ApiError>(rows::take_token(conn, &id, now)?))
-            .await?;
-        if taken {
-            let (token, expires_at) = lifecycle::reissue_token(core, &row.session_id).await?;
+        let user_id = view["result"]["employee_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let handed_out = lifecycle::reissue_token(core, &row.session_id, &user_id, move |conn| {
+            Ok(rows::take_token(conn, &id, now)?)
+        })
+        .await?;
+        if let Some((token, expires_at)) = handed_out {
             view["session_token"] = json!(token);
             view["session_token_expires_at"] = json!(seed_time(expires_at));
             view["session_token_issued_at"] = json!(seed_time(now));

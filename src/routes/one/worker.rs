@@ -327,16 +327,23 @@ pub fn spawn_worker(core: web::Data<Core>, mut stop: watch::Receiver<bool>) {
                 break;
             }
             let accepted = core.requests.accepted.notified();
-            match process_due(&core).await {
-                Ok(claimed) if claimed as i64 >= BATCH => continue,
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "asynchronous request pass failed"),
-            }
+            // A pass that found work looks again at once: finishing a
+            // request may have made its session's next one due.
+            let worked = match process_due(&core).await {
+                Ok(claimed) => claimed > 0,
+                Err(err) => {
+                    tracing::warn!(error = %err, "asynchronous request pass failed");
+                    false
+                }
+            };
             if last_housekeeping.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 if let Err(err) = housekeeping(&core).await {
                     tracing::warn!(error = %err, "pruning asynchronous requests failed");
                 }
                 last_housekeeping = Some(Instant::now());
+            }
+            if worked {
+                continue;
             }
             tokio::select! {
                 _ = accepted => {}
