@@ -66,7 +66,9 @@ pub struct Plan {
     pub duration: Duration,
     /// Stop after this many requests (e.g. when each consumes a seeded code).
     pub max_requests: u64,
-    pub server_pid: u32,
+    /// The server processes (several with `--nodes`): CPU is summed, the
+    /// peak RSS is the largest node's.
+    pub server_pids: Vec<u32>,
 }
 
 /// Runs `request(n)` (true = success) in a closed loop per connection.
@@ -113,7 +115,7 @@ where
         }));
     }
     tokio::time::sleep(plan.warmup).await;
-    let cpu_before = cpu_seconds(plan.server_pid);
+    let cpu_before: f64 = plan.server_pids.iter().map(|p| cpu_seconds(*p)).sum();
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let mut last_print = Instant::now();
@@ -131,7 +133,7 @@ where
     }
     measuring.store(false, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_after = cpu_seconds(plan.server_pid);
+    let cpu_after: f64 = plan.server_pids.iter().map(|p| cpu_seconds(*p)).sum();
     stop.store(true, Ordering::Relaxed);
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
         .unwrap_or_else(|_| unreachable_histogram());
@@ -153,7 +155,12 @@ where
         seconds,
         latency,
         cpu_seconds: cpu_after - cpu_before,
-        peak_rss_kib: peak_rss_kib(plan.server_pid),
+        peak_rss_kib: plan
+            .server_pids
+            .iter()
+            .map(|p| peak_rss_kib(*p))
+            .max()
+            .unwrap_or(0),
     }
 }
 

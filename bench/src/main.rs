@@ -43,6 +43,10 @@ struct Args {
     /// Concurrent connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// Server processes on one PostgreSQL database behind HAProxy (the
+    /// load goes through the load balancer); 1: one server, no balancer.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// Seconds each scenario is measured.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -218,6 +222,90 @@ async fn start_server(
     Err("the server did not become ready".into())
 }
 
+/// The servers of a run: one, or several behind HAProxy (`entry` is then
+/// the balancer; its `child` is HAProxy's process).
+struct Cluster {
+    entry: Server,
+    nodes: Vec<Server>,
+}
+
+impl Cluster {
+    fn pids(&self) -> Vec<u32> {
+        if self.nodes.is_empty() {
+            vec![self.entry.child.id()]
+        } else {
+            self.nodes.iter().map(|n| n.child.id()).collect()
+        }
+    }
+}
+
+/// One server on `port`, or `nodes` servers on free ports behind HAProxy
+/// on `port` (round robin, health-checked on /readyz, as
+/// deploy/cluster.sh runs them).
+async fn start_cluster(
+    nodes: usize,
+    bin: &Path,
+    env: &[(String, String)],
+    client: &reqwest::Client,
+    port: u16,
+    dir: &Path,
+) -> Result<Cluster, Error> {
+    if nodes <= 1 {
+        return Ok(Cluster {
+            entry: start_server(bin, env, client, port).await?,
+            nodes: Vec::new(),
+        });
+    }
+    let mut servers = Vec::new();
+    let mut backends = String::new();
+    for i in 0..nodes {
+        let node_port = free_port()?;
+        let mut node_env = env.to_vec();
+        node_env.retain(|(k, _)| k != "LATCHKEY_BIND");
+        node_env.push(("LATCHKEY_BIND".into(), format!("127.0.0.1:{node_port}")));
+        servers.push(start_server(bin, &node_env, client, node_port).await?);
+        backends.push_str(&format!(
+            "    server node{i} 127.0.0.1:{node_port} check inter 1s\n"
+        ));
+    }
+    let config = dir.join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n    maxconn 4096\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\nfrontend latchkey\n    bind 127.0.0.1:{port}\n    default_backend nodes\nbackend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n    http-check expect status 200\n{backends}"
+        ),
+    )?;
+    let child = Command::new("haproxy")
+        .arg("-f")
+        .arg(&config)
+        .arg("-db")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            format!("haproxy (apt-get install haproxy, or deploy/cluster.sh up once): {e}")
+        })?;
+    let entry = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..200 {
+        if client
+            .get(format!("{}/readyz", entry.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(Cluster {
+                entry,
+                nodes: servers,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("haproxy did not become ready".into())
+}
+
 fn free_port() -> Result<u16, Error> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -281,8 +369,9 @@ async fn run_once(
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections * 2)
         .build()?;
-    let server = start_server(bin, &env, &client, port).await?;
-    let pid = server.child.id();
+    let cluster = start_cluster(args.nodes, bin, &env, &client, port, &dir).await?;
+    let pids = cluster.pids();
+    let server = &cluster.entry;
     let admin_token = {
         let output = Command::new(bin)
             .arg("admin-token")
@@ -296,7 +385,7 @@ async fn run_once(
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
         max_requests: max,
-        server_pid: pid,
+        server_pids: pids.clone(),
     };
     let base = Arc::new(server.base.clone());
     let mut outcomes: Vec<(Outcome, &'static str, Option<u64>)> = Vec::new();
@@ -507,7 +596,7 @@ async fn run_once(
             argon2_raw_rates.push(argon2_raw(&settings, raw_half));
         }
     }
-    drop(server);
+    drop(cluster);
     let ceilings: Vec<f64> = outcomes
         .iter()
         .filter(|(o, _, _)| o.name.starts_with("ceiling"))
@@ -653,11 +742,17 @@ async fn main() -> Result<(), Error> {
         Some(bin) => bin.clone(),
         None => build_server()?,
     };
-    let backend = if args.backend == BackendArg::Sqlite {
-        "sqlite"
-    } else {
-        "postgres"
+    if args.nodes > 1 && args.backend == BackendArg::Sqlite {
+        return Err(
+            "--nodes needs --backend postgres: several nodes share one PostgreSQL database".into(),
+        );
+    }
+    let backend = match (args.backend, args.nodes) {
+        (BackendArg::Sqlite, _) => "sqlite".to_owned(),
+        (BackendArg::Postgres, 0 | 1) => "postgres".to_owned(),
+        (BackendArg::Postgres, n) => format!("postgres-{n}nodes"),
     };
+    let backend = backend.as_str();
     let all = [
         "ceiling",
         "read",
