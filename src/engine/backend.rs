@@ -7,7 +7,7 @@
 
 use chrono::{Duration, NaiveDateTime};
 
-use super::challenges::{self, CodeDelivery};
+use super::challenges;
 use super::lifecycle::{self, Binding, NewSession};
 use super::login::{self, LoginInput, LoginResult};
 use super::{FAILED, VERIFIED};
@@ -244,16 +244,7 @@ pub async fn record_session(
                 None,
                 now,
             )?;
-            rules.send_login_code(
-                conn,
-                &user,
-                &session,
-                &CodeDelivery::Mail {
-                    link_template: None,
-                },
-                &client,
-                now,
-            )?;
+            rules.mail_login_code(conn, &user, &session, &client, now)?;
             Ok(Recorded {
                 expires_at_capped: expires_at < command.expires_at,
                 session,
@@ -429,16 +420,7 @@ pub async fn validate_login(
             let session = lifecycle::lock_live_session(conn, &session_id, now)?;
             let user = users::find(conn, &session.user_id)?
                 .ok_or_else(|| ApiError::not_found("The session's user was deleted."))?;
-            rules.send_login_code(
-                conn,
-                &user,
-                &session,
-                &CodeDelivery::Mail {
-                    link_template: None,
-                },
-                &client,
-                now,
-            )?;
+            rules.mail_login_code(conn, &user, &session, &client, now)?;
             let entity = entity_of(conn, &user, None)?;
             let application = match &session.application_id {
                 Some(id) => applications::find(conn, id)?,

@@ -132,6 +132,21 @@ impl Rules {
         Ok((code, expires_at))
     }
 
+    /// [`Rules::send_login_code`] by mail, without a sign-in link.
+    pub fn mail_login_code(
+        &self,
+        conn: &mut DbConnection,
+        user: &UserRow,
+        session: &SessionRow,
+        client: &ClientInfo,
+        now: NaiveDateTime,
+    ) -> Result<(String, NaiveDateTime), ApiError> {
+        let delivery = CodeDelivery::Mail {
+            link_template: None,
+        };
+        self.send_login_code(conn, user, session, &delivery, client, now)
+    }
+
     /// Makes a login code for the session and, for [`CodeDelivery::Mail`],
     /// queues its mail, in the caller's transaction (the caller holds the
     /// session's row lock, and wakes the mailer after the commit). A second

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::caller::Caller;
-use super::challenges::{self, CodeDelivery};
+use super::challenges;
 use super::{PENDING, REVOKED, VERIFIED, effective_status, is_live};
 use crate::config::AuthSettings;
 use crate::db::DbConnection;
@@ -522,16 +522,7 @@ pub async fn update(
                 }
                 return Ok(UpdateOutcome::Verified);
             }
-            let (code, expires_at) = rules.send_login_code(
-                conn,
-                &user,
-                &session,
-                &CodeDelivery::Mail {
-                    link_template: None,
-                },
-                &client,
-                now,
-            )?;
+            let (code, expires_at) = rules.mail_login_code(conn, &user, &session, &client, now)?;
             Ok(UpdateOutcome::CodeSent {
                 code,
                 expires_at: to_utc(expires_at),

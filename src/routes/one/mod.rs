@@ -139,10 +139,20 @@ fn read_body<T: RequestBody>(object: &JsonObject) -> Result<T, ApiError> {
 async fn accept(
     core: &Core,
     req: &HttpRequest,
-    request: NewRequest,
     client: &ClientInfo,
+    operation: Operation,
+    session_id: String,
+    object: JsonObject,
+    caller: String,
 ) -> Handler {
-    let starter_learns_token = request.operation == Operation::ValidateLogin;
+    let request = NewRequest {
+        operation,
+        session_id,
+        body: object.0,
+        caller,
+        idempotency_key: idempotency_key(req)?,
+    };
+    let starter_learns_token = operation == Operation::ValidateLogin;
     let row = queue::accept(core, request, client).await?;
     if let Some(wait) = preferred_wait(req)
         && let Some(done) =
@@ -199,15 +209,12 @@ pub(super) async fn post_one(
     client: ClientInfo,
     object: JsonObject,
 ) -> Handler {
-    let body: PostOneBody = read_body(&object)?;
-    let request = NewRequest {
-        operation: Operation::PostOne,
-        session_id: body.command.session_id,
-        body: object.0,
-        caller: claims.sub,
-        idempotency_key: idempotency_key(&req)?,
-    };
-    accept(&core, &req, request, &client).await
+    let session_id = read_body::<PostOneBody>(&object)?.command.session_id;
+    let operation = Operation::PostOne;
+    accept(
+        &core, &req, &client, operation, session_id, object, claims.sub,
+    )
+    .await
 }
 
 #[utoipa::path(patch, path = "/one-sessions-patch-one", tag = "async",
@@ -223,15 +230,12 @@ pub(super) async fn patch_one(
     client: ClientInfo,
     object: JsonObject,
 ) -> Handler {
-    let body: PatchOneBody = read_body(&object)?;
-    let request = NewRequest {
-        operation: Operation::PatchOne,
-        session_id: body.command.session_id,
-        body: object.0,
-        caller: claims.sub,
-        idempotency_key: idempotency_key(&req)?,
-    };
-    accept(&core, &req, request, &client).await
+    let session_id = read_body::<PatchOneBody>(&object)?.command.session_id;
+    let operation = Operation::PatchOne;
+    accept(
+        &core, &req, &client, operation, session_id, object, claims.sub,
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/jef-one-validate-login-and-create-session", tag = "async",
@@ -248,14 +252,10 @@ pub(super) async fn validate_login(
 ) -> Handler {
     core.check_rate_limit(client.ip).await?;
     let ValidateLoginBody(input) = read_body(&object)?;
-    let request = NewRequest {
-        operation: Operation::ValidateLogin,
-        session_id: input.session_id.unwrap_or_default(),
-        body: object.0,
-        caller: format!("anonymous:{}", login::lockout_source(client.ip)),
-        idempotency_key: idempotency_key(&req)?,
-    };
-    accept(&core, &req, request, &client).await
+    let session_id = input.session_id.unwrap_or_default();
+    let caller = format!("anonymous:{}", login::lockout_source(client.ip));
+    let operation = Operation::ValidateLogin;
+    accept(&core, &req, &client, operation, session_id, object, caller).await
 }
 
 fn no_request(raw: &str) -> ApiError {
