@@ -18,9 +18,6 @@ use sha2::Sha256;
 
 use crate::otp::sealed::SecretBox;
 
-/// A sealed value as stored: a 12-byte nonce, then the ciphertext.
-const NONCE_LEN: usize = 12;
-
 #[derive(Clone)]
 pub struct MasterKey {
     key: [u8; 32],
@@ -110,16 +107,11 @@ pub struct Sealer {
 impl Sealer {
     /// `nonce ‖ ciphertext`.
     pub fn seal(&self, bound_to: &str, value: &[u8]) -> Result<Vec<u8>, String> {
-        let (nonce, ciphertext) = self.secret_box.seal(bound_to, value)?;
-        Ok([nonce, ciphertext].concat())
+        self.secret_box.seal_joined(bound_to, value)
     }
 
     pub fn open(&self, bound_to: &str, sealed: &[u8]) -> Result<Vec<u8>, String> {
-        if sealed.len() <= NONCE_LEN {
-            return Err("the stored value is not sealed".into());
-        }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        self.secret_box.open(bound_to, nonce, ciphertext)
+        self.secret_box.open_joined(bound_to, sealed)
     }
 
     /// Whether a stored value is sealed, or a raw value of `raw_len` bytes

@@ -212,18 +212,13 @@ impl Mailer {
 
     /// nonce ‖ ciphertext, bound to the outbox row's id.
     fn seal_code(&self, outbox_id: &str, code: &str) -> Result<Vec<u8>, String> {
-        let (mut sealed, ciphertext) = self.code_box.seal(outbox_id, code.as_bytes())?;
-        sealed.extend_from_slice(&ciphertext);
-        Ok(sealed)
+        self.code_box.seal_joined(outbox_id, code.as_bytes())
     }
 
     fn open_code(&self, outbox_id: &str, sealed: &[u8]) -> Result<String, String> {
-        let (nonce, ciphertext) = sealed
-            .split_at_checked(12)
-            .ok_or_else(|| "the sealed code is too short".to_owned())?;
         let code = self
             .code_box
-            .open(outbox_id, nonce, ciphertext)
+            .open_joined(outbox_id, sealed)
             .map_err(|e| format!("the mail's one-time code: {e}"))?;
         String::from_utf8(code).map_err(|_| "the sealed code is not text".to_owned())
     }

@@ -7,6 +7,9 @@ use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 /// Seals and opens small secrets (TOTP secrets, queued one-time codes)
 /// with ChaCha20-Poly1305, each bound to a value given as associated data
 /// (a user id, an outbox row id): it opens for that value only.
+/// Bytes of a ChaCha20-Poly1305 nonce.
+pub const NONCE_LEN: usize = 12;
+
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: ChaCha20Poly1305,
@@ -21,7 +24,7 @@ impl SecretBox {
 
     /// Returns (nonce, ciphertext).
     pub fn seal(&self, bound_to: &str, secret: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
-        let nonce: [u8; 12] = rand::random();
+        let nonce: [u8; NONCE_LEN] = rand::random();
         let ciphertext = self
             .cipher
             .encrypt(
@@ -35,8 +38,23 @@ impl SecretBox {
         Ok((nonce.to_vec(), ciphertext))
     }
 
+    /// Seals into one stored value: `nonce ‖ ciphertext`.
+    pub fn seal_joined(&self, bound_to: &str, secret: &[u8]) -> Result<Vec<u8>, String> {
+        let (nonce, ciphertext) = self.seal(bound_to, secret)?;
+        Ok([nonce, ciphertext].concat())
+    }
+
+    /// Opens a value made by [`SecretBox::seal_joined`].
+    pub fn open_joined(&self, bound_to: &str, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        let (nonce, ciphertext) = sealed
+            .split_at_checked(NONCE_LEN)
+            .filter(|(_, ciphertext)| !ciphertext.is_empty())
+            .ok_or_else(|| "the stored value is too short to be sealed".to_owned())?;
+        self.open(bound_to, nonce, ciphertext)
+    }
+
     pub fn open(&self, bound_to: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, String> {
-        let nonce: [u8; 12] = nonce
+        let nonce: [u8; NONCE_LEN] = nonce
             .try_into()
             .map_err(|_| "the stored nonce has the wrong length".to_owned())?;
         self.cipher

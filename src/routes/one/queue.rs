@@ -91,12 +91,11 @@ pub async fn accept(
     let body_digest = core.rules.key.digest(BODY_DIGEST, &digest_input);
     let id = Uuid::now_v7().to_string();
     let sealed_secret = match body.remove(SECRET_FIELD) {
-        Some(Value::String(secret)) => {
-            let (nonce, ciphertext) = secret_box(core)
-                .seal(&id, secret.as_bytes())
-                .map_err(ApiError::internal)?;
-            Some([nonce, ciphertext].concat())
-        }
+        Some(Value::String(secret)) => Some(
+            secret_box(core)
+                .seal_joined(&id, secret.as_bytes())
+                .map_err(ApiError::internal)?,
+        ),
         _ => None,
     };
     let now = core.now();
@@ -177,12 +176,8 @@ pub fn open_secret(core: &Core, row: &RequestRow) -> Result<Option<String>, ApiE
     let Some(sealed) = &row.sealed_secret else {
         return Ok(None);
     };
-    if sealed.len() < 12 {
-        return Err(ApiError::internal("a sealed request secret is too short"));
-    }
-    let (nonce, ciphertext) = sealed.split_at(12);
     let secret = secret_box(core)
-        .open(&row.id, nonce, ciphertext)
+        .open_joined(&row.id, sealed)
         .map_err(ApiError::internal)?;
     String::from_utf8(secret)
         .map(Some)
