@@ -61,7 +61,6 @@ pub struct SessionChanges {
     pub entity_field_value: Option<Option<String>>,
     pub mobile_application_id: Option<Option<String>>,
     pub desktop_application_id: Option<Option<String>>,
-    pub application_id: Option<Option<String>>,
 }
 
 pub fn insert(conn: &mut DbConnection, row: &SessionRow) -> QueryResult<()> {

@@ -202,12 +202,8 @@ impl<'a> Fields<'a> {
         Self::over(&body.0)
     }
 
-    /// A reader over a stored object (a body read again later).
-    pub fn over_map(body: &'a Map<String, Value>) -> Self {
-        Self::over(body)
-    }
-
-    fn over(body: &'a Map<String, Value>) -> Self {
+    /// A reader over an object (also a stored body, read again later).
+    pub fn over(body: &'a Map<String, Value>) -> Self {
         Self {
             body,
             known: Vec::new(),

@@ -33,8 +33,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::services::audit::ClientInfo;
 use crate::services::{Core, rules};
 use bodies::{PatchOneBody, PostOneBody, ValidateLoginBody};
-use queue::{NewRequest, Operation, seed_time};
-use worker::optional_time;
+use queue::{NewRequest, Operation, optional_time, seed_time};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/one-sessions-post-one").route(web::post().to(post_one)))

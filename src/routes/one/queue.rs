@@ -257,6 +257,11 @@ pub fn seed_time(t: NaiveDateTime) -> String {
     }
 }
 
+/// [`seed_time`] of an optional time, for views.
+pub fn optional_time(t: Option<NaiveDateTime>) -> Value {
+    t.map_or(Value::Null, |t| json!(seed_time(t)))
+}
+
 /// `GET /one-requests/{id}`: the request and its outcome. For the starter
 /// of a valid login (`with_token`), the session's token, handed out once:
 /// the first such read takes it (a conditional update), later reads show

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::bodies::{PatchOneBody, PostOneBody, ValidateLoginBody};
-use super::queue::{self, Operation, SECRET_FIELD, seed_time};
+use super::queue::{self, Operation, SECRET_FIELD};
 use super::session_json;
 use crate::db::one_requests::{self as rows, FAILED, RequestRow, SUCCEEDED};
 use crate::engine::backend;
@@ -55,7 +55,7 @@ fn snake_pointer(pointer: &str) -> Option<String> {
 }
 
 fn read_body<T: RequestBody>(object: &Map<String, Value>) -> Result<T, ApiError> {
-    let mut fields = Fields::over_map(object);
+    let mut fields = Fields::over(object);
     let body = T::read(&mut fields);
     fields.finish()?;
     Ok(body)
@@ -68,7 +68,7 @@ struct Outcome {
     error: Option<Value>,
 }
 
-fn failure(operation: Operation, session_id: &str, err: &ApiError) -> Outcome {
+fn failure(row: &RequestRow, err: &ApiError) -> Outcome {
     let (objects, _) = err.error_objects();
     let first = objects.into_iter().next().unwrap_or(Value::Null);
     let reason = err
@@ -80,14 +80,14 @@ fn failure(operation: Operation, session_id: &str, err: &ApiError) -> Outcome {
         "is_accepted": true,
         "is_valid": false,
         "session_saved": false,
-        "operation": operation.as_str(),
+        "operation": row.operation,
         "status_code": err.code().status().as_u16(),
         "message": reason,
-        "session_id": session_id,
+        "session_id": row.session_id,
         "failure_code": err.code().as_str(),
         "failure_reason": reason,
     });
-    if operation == Operation::ValidateLogin {
+    if row.operation == Operation::ValidateLogin.as_str() {
         result["status"] = json!("failed");
     }
     Outcome {
@@ -188,7 +188,6 @@ fn merge(into: &mut Value, extra: Value) {
 /// it finished (not put back for a retry).
 async fn handle(core: &Core, row: RequestRow, owner: &str) -> bool {
     let started = Instant::now();
-    let operation = Operation::parse(&row.operation).unwrap_or(Operation::PostOne);
     let processed = process(core, &row).await;
     let now = core.now();
     let attempt = row.attempts + 1;
@@ -222,7 +221,7 @@ async fn handle(core: &Core, row: RequestRow, owner: &str) -> bool {
             if err.is_transient() {
                 tracing::error!(request_id = %row.id, attempt, error = %err, "asynchronous request failed for good");
             }
-            failure(operation, &row.session_id, &err)
+            failure(&row, &err)
         }
     };
     let (id, owner, status) = (row.id.clone(), owner.to_owned(), outcome.status);
@@ -245,11 +244,11 @@ async fn handle(core: &Core, row: RequestRow, owner: &str) -> bool {
     match recorded {
         Ok(true) => {
             let waited = (now - row.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::counter!("latchkey_async_requests_finished_total", "operation" => operation.as_str(), "outcome" => status)
+            metrics::counter!("latchkey_async_requests_finished_total", "operation" => row.operation.clone(), "outcome" => status)
                 .increment(1);
-            metrics::histogram!("latchkey_async_request_seconds", "operation" => operation.as_str())
+            metrics::histogram!("latchkey_async_request_seconds", "operation" => row.operation.clone())
                 .record(waited);
-            tracing::debug!(request_id = %row.id, operation = operation.as_str(), status, took_ms = started.elapsed().as_millis() as u64, "asynchronous request finished");
+            tracing::debug!(request_id = %row.id, operation = %row.operation, status, took_ms = started.elapsed().as_millis() as u64, "asynchronous request finished");
             core.requests.finished.notify_waiters();
             true
         }
@@ -352,11 +351,6 @@ pub fn spawn_worker(core: web::Data<Core>, mut stop: watch::Receiver<bool>) {
             }
         }
     });
-}
-
-/// `seed_time` of an optional time, for views.
-pub fn optional_time(t: Option<NaiveDateTime>) -> Value {
-    t.map_or(Value::Null, |t| json!(seed_time(t)))
 }
 
 #[cfg(test)]
