@@ -159,6 +159,13 @@ impl Db {
                 Err(e) => return Err(DbSetupError::Folder(url.to_owned(), e)),
             }
         }
+        if backend == Backend::Postgres {
+            // libpq speaks TLS through the system OpenSSL. Its default
+            // clean-up runs at process exit while a pool thread may still
+            // be opening a connection, which crashed ~2 % of short CLI
+            // runs with SIGSEGV; this initialises it without that hook.
+            openssl_sys::init();
+        }
         let manager = ConnectionManager::new(backend, url);
         manager
             .connect()

@@ -93,7 +93,8 @@ fn cli(db: &TestDatabase, smtp: &SmtpServer, args: &[&str]) -> String {
         .expect("run latchkey");
     assert!(
         output.status.success(),
-        "{}",
+        "latchkey {args:?}: {} {}",
+        output.status,
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
