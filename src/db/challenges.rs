@@ -23,34 +23,48 @@ pub struct ChallengeRow {
     pub burned_at: Option<NaiveDateTime>,
 }
 
-/// The session's challenge of `purpose` (at most one: a new code replaces
-/// the old row).
-pub fn find(
+/// The session's challenges of `purposes` (at most one per purpose: a new
+/// code replaces the old row), in the order of `purposes`; one query.
+pub fn find_all(
     conn: &mut DbConnection,
     session_id: &str,
-    purpose: &str,
-) -> QueryResult<Option<ChallengeRow>> {
-    otp_challenges::table
+    purposes: &[&str],
+) -> QueryResult<Vec<ChallengeRow>> {
+    let mut rows: Vec<ChallengeRow> = otp_challenges::table
         .filter(otp_challenges::session_id.eq(session_id))
-        .filter(otp_challenges::purpose.eq(purpose))
-        .get_result(conn)
-        .optional()
+        .filter(otp_challenges::purpose.eq_any(purposes))
+        .load(conn)?;
+    rows.sort_by_key(|row| purposes.iter().position(|p| *p == row.purpose));
+    Ok(rows)
 }
 
-/// Replaces the session's challenge of the row's purpose.
+/// Replaces the session's challenge of the row's purpose: one upsert on
+/// the (session_id, purpose) key, the row's id included (a code's digest
+/// is bound to its row's id). A row without a session is inserted.
 pub fn replace(conn: &mut DbConnection, row: &ChallengeRow) -> QueryResult<()> {
-    if let Some(session_id) = &row.session_id {
-        diesel::delete(
-            otp_challenges::table
-                .filter(otp_challenges::session_id.eq(session_id))
-                .filter(otp_challenges::purpose.eq(&row.purpose)),
-        )
-        .execute(conn)?;
-    }
-    diesel::insert_into(otp_challenges::table)
+    use diesel::upsert::excluded;
+    use otp_challenges::dsl as c;
+    let upsert = diesel::insert_into(otp_challenges::table)
         .values(row)
-        .execute(conn)
-        .map(drop)
+        .on_conflict((c::session_id, c::purpose))
+        .do_update()
+        .set((
+            c::id.eq(excluded(c::id)),
+            c::user_id.eq(excluded(c::user_id)),
+            c::code_hmac.eq(excluded(c::code_hmac)),
+            c::created_at.eq(excluded(c::created_at)),
+            c::expires_at.eq(excluded(c::expires_at)),
+            c::attempts.eq(excluded(c::attempts)),
+            c::max_attempts.eq(excluded(c::max_attempts)),
+            c::consumed_at.eq(excluded(c::consumed_at)),
+            c::burned_at.eq(excluded(c::burned_at)),
+        ));
+    // diesel's MultiConnection has no ON CONFLICT: each backend runs it.
+    match conn {
+        DbConnection::Postgresql(pg) => upsert.execute(pg),
+        DbConnection::Sqlite(sqlite) => upsert.execute(sqlite),
+    }
+    .map(drop)
 }
 
 /// Counts one wrong try on a live challenge and burns it when the count

@@ -164,7 +164,7 @@ impl Rules {
             CodeDelivery::Mail { .. } => Some(require_email(user)?),
             CodeDelivery::Return => None,
         };
-        if let Some(previous) = challenges::find(conn, &session.id, LOGIN)? {
+        if let Some(previous) = challenges::find_all(conn, &session.id, &[LOGIN])?.first() {
             let cooldown_ends =
                 previous.created_at + Duration::seconds(self.settings.otp_resend_cooldown_secs);
             if cooldown_ends > now {

@@ -185,13 +185,7 @@ impl Rules {
         session_id: &str,
         purposes: &[&str],
     ) -> Result<Vec<ChallengeRow>, ApiError> {
-        let mut found = Vec::new();
-        for purpose in purposes {
-            if let Some(row) = challenges::find(conn, session_id, purpose)? {
-                found.push(row);
-            }
-        }
-        Ok(found)
+        Ok(challenges::find_all(conn, session_id, purposes)?)
     }
 
     /// The live challenge of `purposes` that `code` matches, consumed (once:
