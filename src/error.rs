@@ -502,7 +502,8 @@ impl From<diesel::result::Error> for ApiError {
                 Self::conflict("The resource is still referenced by other resources.")
             }
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
-            | Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+            | Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _) => {
                 Self::unavailable(err)
             }
             Error::DatabaseError(_, ref info) if is_busy(info.message()) => Self::unavailable(err),

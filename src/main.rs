@@ -113,7 +113,7 @@ async fn run(command: Command, settings: Settings) -> Result<(), String> {
                 settings.master_key.as_ref(),
                 &settings.data_dir,
             )?;
-            let mut conn = db.pool().get().map_err(|e| e.to_string())?;
+            let mut conn = db.checkout().map_err(|e| e.to_string())?;
             let kid = tokens::rotate_signing_key(
                 &mut conn,
                 clock.as_ref(),

@@ -85,8 +85,7 @@ pub async fn build_core(settings: Settings, deps: Dependencies) -> Result<Core, 
         let db = Db::connect(backend, &url, pool_size)?;
         db.migrate()?;
         let mut conn = db
-            .pool()
-            .get()
+            .checkout()
             .map_err(|e| StartupError::Keys(e.to_string()))?;
         tokens::ensure_signing_key(&mut conn, key_clock.as_ref(), &key_sealer)
             .map_err(StartupError::Keys)?;

@@ -56,14 +56,14 @@ pub fn drain_and_measure(
     limit: Duration,
 ) -> Result<AsyncStats, Error> {
     let db = Db::connect(settings.backend, &settings.database_url, 1)?;
-    let mut conn = db.pool().get()?;
+    let mut conn = db.connection()?;
     let started = Instant::now();
     loop {
         let waiting: i64 = one_requests::table
             .filter(one_requests::operation.eq(operation))
             .filter(one_requests::finished_at.is_null())
             .count()
-            .get_result(&mut *conn)?;
+            .get_result(&mut conn)?;
         if waiting == 0 {
             break;
         }
@@ -82,7 +82,7 @@ pub fn drain_and_measure(
                 one_requests::finished_at,
                 one_requests::status,
             ))
-            .load(&mut *conn)?;
+            .load(&mut conn)?;
     let mut waits: Vec<f64> = rows
         .iter()
         .filter_map(|(created, finished, _)| {

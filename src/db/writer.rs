@@ -20,7 +20,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
-use diesel::r2d2::ManageConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::{Connection, SqliteConnection};
 use tokio::sync::oneshot;
@@ -105,7 +104,7 @@ fn write_loop(manager: ConnectionManager, queue: Receiver<Job>) {
         metrics::histogram!("latchkey_sqlite_write_group_size").record(group.len() as f64);
         let conn = match connection.as_mut() {
             Some(conn) => conn,
-            None => match manager.connect() {
+            None => match manager.open() {
                 Ok(conn) => connection.insert(conn),
                 Err(err) => {
                     // Dropping a job drops its reply: its caller is told

@@ -89,7 +89,7 @@ async fn password_is_stored_as_argon2id_and_can_be_replaced() {
     let stored = {
         use diesel::prelude::*;
         use latchkey::db::schema::users;
-        let mut conn = app.core.db.pool().get().unwrap();
+        let mut conn = app.core.db.connection().unwrap();
         users::table
             .find(&id)
             .select(users::password_hash)

@@ -38,7 +38,7 @@ fn count(kinds: &[String], kind: &str) -> usize {
 fn counters(app: &TestApp, user_id: &str) -> (i32, i32, bool) {
     use diesel::prelude::*;
     use latchkey::db::schema::users as u;
-    let mut conn = app.core.db.pool().get().unwrap();
+    let mut conn = app.core.db.connection().unwrap();
     let (failed, second, locked): (i32, i32, Option<chrono::NaiveDateTime>) = u::table
         .find(user_id)
         .select((u::failed_logins, u::failed_second_factors, u::locked_until))
@@ -52,7 +52,7 @@ fn counters(app: &TestApp, user_id: &str) -> (i32, i32, bool) {
 fn login_code_attempts(app: &TestApp, session_id: &str) -> (i32, bool) {
     use diesel::prelude::*;
     use latchkey::db::schema::otp_challenges as c;
-    let mut conn = app.core.db.pool().get().unwrap();
+    let mut conn = app.core.db.connection().unwrap();
     let (attempts, burned): (i32, Option<chrono::NaiveDateTime>) = c::table
         .filter(c::session_id.eq(session_id))
         .filter(c::purpose.eq("login"))

@@ -19,14 +19,13 @@ fn latchkey(db: &TestDatabase, args: &[&str], extra_env: &[(&str, &str)]) -> Out
 }
 
 fn connect(db: &TestDatabase) -> latchkey::db::DbConnection {
-    use diesel::r2d2::ManageConnection;
     let backend = if db.url.starts_with("postgres") {
         latchkey::config::Backend::Postgres
     } else {
         latchkey::config::Backend::Sqlite
     };
     latchkey::db::ConnectionManager::new(backend, db.url.clone())
-        .connect()
+        .open()
         .unwrap()
 }
 
@@ -34,7 +33,7 @@ fn connect(db: &TestDatabase) -> latchkey::db::DbConnection {
 async fn the_database_holds_keys_only_sealed() {
     let app = spawn_app().await;
     use latchkey::db::schema::{server_secrets, signing_keys};
-    let mut conn = app.core.db.pool().get().unwrap();
+    let mut conn = app.core.db.connection().unwrap();
     let private_keys: Vec<Vec<u8>> = signing_keys::table
         .select(signing_keys::private_key)
         .load(&mut conn)

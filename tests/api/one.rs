@@ -1010,7 +1010,7 @@ async fn parallel_patches_of_one_session_apply_in_their_accepted_order() {
         }
         // The last accepted patch is the one that stays.
         let last_command: String = {
-            let mut conn = app.core.db.pool().get().unwrap();
+            let mut conn = app.core.db.connection().unwrap();
             r::table
                 .filter(r::session_id.eq(&session_id))
                 .filter(r::operation.eq("patch-one"))

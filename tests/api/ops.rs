@@ -1,3 +1,4 @@
+use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::{assert_error, json, spawn_app, spawn_app_with};
@@ -155,4 +156,74 @@ async fn the_metrics_token_guards_metrics() {
             .unwrap()
             .contains("latchkey_http_requests_total")
     );
+}
+
+/// Ends every connection the server holds, as a database restart or a
+/// failover does (PostgreSQL only: a SQLite file cannot go away).
+fn drop_server_connections(app: &crate::helpers::TestApp) -> bool {
+    use diesel::RunQueryDsl;
+    let mut conn = app.core.db.connection().unwrap();
+    if !matches!(conn, latchkey::db::DbConnection::Postgresql(_)) {
+        return false;
+    }
+    diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    true
+}
+
+#[tokio::test]
+async fn connections_the_database_dropped_are_replaced() {
+    let app = spawn_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let login = app.login(&user).await;
+    // A session read is one query outside any transaction: diesel alone
+    // would not notice that its connection died.
+    let read = || async {
+        app.with_token(
+            Method::GET,
+            &format!("/sessions/{}", login.session_id),
+            &login.token,
+        )
+        .send()
+        .await
+        .unwrap()
+    };
+    for _ in 0..8 {
+        assert_eq!(read().await.status(), 200);
+    }
+    if !drop_server_connections(&app) {
+        return;
+    }
+    // Right away: a connection used within the last half second is trusted
+    // without a ping, so a request may meet a dead one, once per pooled
+    // connection. It gets a 503 (retry), and the connection is discarded.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let response = read().await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 503 {
+            assert_error(response, 503, "service-unavailable").await;
+        }
+    }
+    let pool_size = app.core.db.pool().max_size() as usize;
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[pool_size..].iter().all(|s| *s == 200),
+        "{statuses:?}"
+    );
+
+    // After a rest, connections are pinged before use: a dead one is
+    // replaced and no request sees an error.
+    drop_server_connections(&app);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    for _ in 0..20 {
+        assert_eq!(read().await.status(), 200);
+    }
 }

@@ -136,7 +136,7 @@ async fn the_code_is_stored_only_as_an_hmac() {
     let stored: Vec<(Vec<u8>, i32)> = {
         use diesel::prelude::*;
         use latchkey::db::schema::otp_challenges as c;
-        let mut conn = app.core.db.pool().get().unwrap();
+        let mut conn = app.core.db.connection().unwrap();
         c::table
             .select((c::code_hmac, c::max_attempts))
             .load(&mut conn)
@@ -425,7 +425,7 @@ async fn five_wrong_codes_burn_the_challenge() {
     let stored: (i32, bool) = {
         use diesel::prelude::*;
         use latchkey::db::schema::otp_challenges as c;
-        let mut conn = app.core.db.pool().get().unwrap();
+        let mut conn = app.core.db.connection().unwrap();
         let (attempts, burned) = c::table
             .select((c::attempts, c::burned_at))
             .first::<(i32, Option<chrono::NaiveDateTime>)>(&mut conn)
@@ -659,7 +659,7 @@ async fn fifty_concurrent_code_requests_leave_one_live_challenge() {
     let challenges: i64 = {
         use diesel::prelude::*;
         use latchkey::db::schema::otp_challenges as c;
-        let mut conn = app.core.db.pool().get().unwrap();
+        let mut conn = app.core.db.connection().unwrap();
         c::table
             .filter(c::session_id.eq(&login.session_id))
             .count()

@@ -201,7 +201,7 @@ async fn enrolment_needs_a_verified_session_and_gives_a_key_uri() {
     let stored: Vec<u8> = {
         use diesel::prelude::*;
         use latchkey::db::schema::totp_devices as t;
-        let mut conn = app.core.db.pool().get().unwrap();
+        let mut conn = app.core.db.connection().unwrap();
         t::table
             .select(t::secret_ciphertext)
             .first(&mut conn)

@@ -277,7 +277,7 @@ async fn email_code_challenge_and_check_with_rotating_tokens() {
     let attempts: i32 = {
         use diesel::prelude::*;
         use latchkey::db::schema::otp_challenges as c;
-        let mut conn = app.core.db.pool().get().unwrap();
+        let mut conn = app.core.db.connection().unwrap();
         c::table.select(c::attempts).first(&mut conn).unwrap()
     };
     assert_eq!(attempts, 1, "the wrong try was counted");
