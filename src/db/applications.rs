@@ -6,6 +6,7 @@ use super::schema::applications;
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = applications)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct ApplicationRow {
     pub id: String,
     pub entity_id: String,

@@ -6,6 +6,7 @@ use super::schema::audit_events;
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = audit_events)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct AuditRow {
     pub id: String,
     pub occurred_at: NaiveDateTime,

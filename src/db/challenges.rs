@@ -9,6 +9,7 @@ pub const ACCOUNT: &str = "account";
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = otp_challenges)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct ChallengeRow {
     pub id: String,
     pub user_id: String,
@@ -30,41 +31,38 @@ pub fn find_all(
     session_id: &str,
     purposes: &[&str],
 ) -> QueryResult<Vec<ChallengeRow>> {
-    let mut rows: Vec<ChallengeRow> = otp_challenges::table
-        .filter(otp_challenges::session_id.eq(session_id))
-        .filter(otp_challenges::purpose.eq_any(purposes))
-        .load(conn)?;
+    let of_session = otp_challenges::table.filter(otp_challenges::session_id.eq(session_id));
+    // `IN (…)` is prepared anew each time on SQLite; `=` is prepared once.
+    let mut rows: Vec<ChallengeRow> = match purposes {
+        [purpose] => of_session
+            .filter(otp_challenges::purpose.eq(purpose))
+            .load(conn)?,
+        _ => of_session
+            .filter(otp_challenges::purpose.eq_any(purposes))
+            .load(conn)?,
+    };
     rows.sort_by_key(|row| purposes.iter().position(|p| *p == row.purpose));
     Ok(rows)
 }
 
-/// Replaces the session's challenge of the row's purpose: one upsert on
-/// the (session_id, purpose) key, the row's id included (a code's digest
-/// is bound to its row's id). A row without a session is inserted.
-pub fn replace(conn: &mut DbConnection, row: &ChallengeRow) -> QueryResult<()> {
-    use diesel::upsert::excluded;
-    use otp_challenges::dsl as c;
-    let upsert = diesel::insert_into(otp_challenges::table)
-        .values(row)
-        .on_conflict((c::session_id, c::purpose))
-        .do_update()
-        .set((
-            c::id.eq(excluded(c::id)),
-            c::user_id.eq(excluded(c::user_id)),
-            c::code_hmac.eq(excluded(c::code_hmac)),
-            c::created_at.eq(excluded(c::created_at)),
-            c::expires_at.eq(excluded(c::expires_at)),
-            c::attempts.eq(excluded(c::attempts)),
-            c::max_attempts.eq(excluded(c::max_attempts)),
-            c::consumed_at.eq(excluded(c::consumed_at)),
-            c::burned_at.eq(excluded(c::burned_at)),
-        ));
-    // diesel's MultiConnection has no ON CONFLICT: each backend runs it.
-    match conn {
-        DbConnection::Postgresql(pg) => upsert.execute(pg),
-        DbConnection::Sqlite(sqlite) => upsert.execute(sqlite),
+/// Stores a new challenge; with `replace`, first deletes the session's
+/// challenge of the same purpose (a caller that read, under the session's
+/// lock, that there is none passes `false` and saves a statement). Both
+/// statements are prepared once per connection; an upsert would be
+/// prepared anew every time (diesel does not cache `ON CONFLICT`).
+pub fn store(conn: &mut DbConnection, row: &ChallengeRow, replace: bool) -> QueryResult<()> {
+    if let (true, Some(session_id)) = (replace, &row.session_id) {
+        diesel::delete(
+            otp_challenges::table
+                .filter(otp_challenges::session_id.eq(session_id))
+                .filter(otp_challenges::purpose.eq(&row.purpose)),
+        )
+        .execute(conn)?;
     }
-    .map(drop)
+    diesel::insert_into(otp_challenges::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
 }
 
 /// Counts one wrong try on a live challenge and burns it when the count

@@ -6,6 +6,7 @@ use super::schema::entities;
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = entities)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct EntityRow {
     pub id: String,
     pub entity_number: String,

@@ -8,6 +8,7 @@ use super::schema::login_lockouts;
 /// the user's row lock, which serialises them.
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = login_lockouts)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct LockoutRow {
     pub user_id: String,
     pub source: String,

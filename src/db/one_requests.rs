@@ -19,6 +19,7 @@ const UNFINISHED: [&str; 2] = [ACCEPTED, PROCESSING];
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = one_requests)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct RequestRow {
     pub id: String,
     pub operation: String,

@@ -13,6 +13,7 @@ pub const DEAD: &str = "dead";
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = outbox)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct OutboxRow {
     pub id: String,
     pub kind: String,

@@ -6,6 +6,7 @@ use super::schema::sessions;
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = sessions)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct SessionRow {
     pub id: String,
     pub user_id: String,

@@ -6,6 +6,7 @@ use super::schema::signing_keys;
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = signing_keys)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct SigningKeyRow {
     pub kid: String,
     pub algorithm: String,

@@ -6,6 +6,7 @@ use super::schema::{recovery_codes, totp_devices};
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = totp_devices)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct TotpDeviceRow {
     pub user_id: String,
     pub secret_nonce: Vec<u8>,
@@ -74,6 +75,7 @@ pub fn accept_step(conn: &mut DbConnection, user_id: &str, step: i64) -> QueryRe
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = recovery_codes)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct RecoveryCodeRow {
     pub id: String,
     pub user_id: String,

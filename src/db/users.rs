@@ -6,6 +6,7 @@ use super::schema::users;
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = users)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct UserRow {
     pub id: String,
     pub entity_id: String,

@@ -103,13 +103,15 @@ fn fill_link(template: &str, user: &UserRow, session_id: &str) -> String {
 
 impl Rules {
     /// A fresh challenge of `purpose` for the session, replacing the old
-    /// one. Returns the code and its expiry.
+    /// one (`replace: false` when the caller knows there is none). Returns
+    /// the code and its expiry.
     fn new_challenge(
         &self,
         conn: &mut DbConnection,
         user_id: &str,
         session_id: &str,
         purpose: &str,
+        replace: bool,
         now: NaiveDateTime,
     ) -> Result<(String, NaiveDateTime), ApiError> {
         let code = generate_code(self.settings.otp_length);
@@ -128,7 +130,7 @@ impl Rules {
             consumed_at: None,
             burned_at: None,
         };
-        challenges::replace(conn, &row)?;
+        challenges::store(conn, &row, replace)?;
         Ok((code, expires_at))
     }
 
@@ -164,7 +166,8 @@ impl Rules {
             CodeDelivery::Mail { .. } => Some(require_email(user)?),
             CodeDelivery::Return => None,
         };
-        if let Some(previous) = challenges::find_all(conn, &session.id, &[LOGIN])?.first() {
+        let previous = challenges::find_all(conn, &session.id, &[LOGIN])?;
+        if let Some(previous) = previous.first() {
             let cooldown_ends =
                 previous.created_at + Duration::seconds(self.settings.otp_resend_cooldown_secs);
             if cooldown_ends > now {
@@ -176,7 +179,14 @@ impl Rules {
                 .with_retry_after(seconds));
             }
         }
-        let (code, expires_at) = self.new_challenge(conn, &user.id, &session.id, LOGIN, now)?;
+        let (code, expires_at) = self.new_challenge(
+            conn,
+            &user.id,
+            &session.id,
+            LOGIN,
+            !previous.is_empty(),
+            now,
+        )?;
         if let (Some(email), CodeDelivery::Mail { link_template }) = (email, delivery) {
             let application_name = match &session.application_id {
                 Some(id) => applications::find(conn, id)?.map(|a| a.application_name),
@@ -270,7 +280,7 @@ pub async fn create_account_otp(
             // Session before user, as every other path locks them.
             super::lifecycle::lock_live_session(conn, &session_id, now)?;
             login::settle_success(conn, &user_id, &client, now)?;
-            let issued = rules.new_challenge(conn, &user_id, &session_id, ACCOUNT, now)?;
+            let issued = rules.new_challenge(conn, &user_id, &session_id, ACCOUNT, true, now)?;
             audit::record(
                 conn,
                 AuditKind::OtpCreated,
