@@ -240,7 +240,7 @@ pub async fn seed(
         write_tx(&mut conn, |conn| -> Result<(), ApiError> {
             for (row, challenge) in &rows {
                 sessions::insert(conn, row)?;
-                challenges::replace(conn, challenge)?;
+                challenges::store(conn, challenge, true)?;
             }
             Ok(())
         })
