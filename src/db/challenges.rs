@@ -31,15 +31,16 @@ pub fn find_all(
     session_id: &str,
     purposes: &[&str],
 ) -> QueryResult<Vec<ChallengeRow>> {
+    use otp_challenges::purpose;
     let of_session = otp_challenges::table.filter(otp_challenges::session_id.eq(session_id));
     // `IN (…)` is prepared anew each time on SQLite; `=` is prepared once.
     let mut rows: Vec<ChallengeRow> = match purposes {
-        [purpose] => of_session
-            .filter(otp_challenges::purpose.eq(purpose))
+        [] => return Ok(Vec::new()),
+        [only] => of_session.filter(purpose.eq(only)).load(conn)?,
+        [first, second] => of_session
+            .filter(purpose.eq(first).or(purpose.eq(second)))
             .load(conn)?,
-        _ => of_session
-            .filter(otp_challenges::purpose.eq_any(purposes))
-            .load(conn)?,
+        _ => of_session.filter(purpose.eq_any(purposes)).load(conn)?,
     };
     rows.sort_by_key(|row| purposes.iter().position(|p| *p == row.purpose));
     Ok(rows)

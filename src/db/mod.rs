@@ -92,6 +92,9 @@ impl ConnectionManager {
 /// req/s without it). HikariCP skips its check within 500 ms the same way.
 const PING_AFTER_IDLE: Duration = Duration::from_millis(500);
 
+/// How long a request waits for a free pooled connection before a 503.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A pooled connection: the diesel connection, and what the pool knows of
 /// its health. Dereferences to [`DbConnection`].
 pub struct PoolConnection {
@@ -120,8 +123,10 @@ impl DerefMut for PoolConnection {
 /// Watches a PostgreSQL connection's queries for the errors that mean the
 /// connection itself is gone (diesel reports `ClosedConnection` once libpq
 /// sees `CONNECTION_BAD`, `UnableToSendCommand` when a send fails). diesel's
-/// own check only looks at the transaction state, so a dead connection used
-/// outside a transaction would otherwise go back to the pool forever.
+/// own check looks only at its transaction state, which catches most such
+/// failures but not all: without this watch, terminated connections gave
+/// more errors than the pool held connections (a failed first prepare of a
+/// statement leaves that state untouched).
 struct LostConnectionWatch(Arc<AtomicBool>);
 
 impl diesel::connection::Instrumentation for LostConnectionWatch {
@@ -234,20 +239,27 @@ pub struct Db {
     manager: ConnectionManager,
 }
 
-fn checkout(pool: &DbPool, backend: Backend) -> Result<PooledDb, diesel::r2d2::PoolError> {
+fn checkout(
+    pool: &DbPool,
+    backend: Backend,
+    timeout: Duration,
+) -> Result<PooledDb, diesel::r2d2::PoolError> {
     // Every idle connection may be stale after a database restart: try
-    // each of them at most once, then one more (a fresh one).
+    // each of them at most once; a fresh one is pinged too.
     for _ in 0..=pool.max_size() {
-        let mut conn = pool.get()?;
+        let mut conn = pool.get_timeout(timeout)?;
         if backend == Backend::Sqlite || conn.rested_since.elapsed() < PING_AFTER_IDLE {
             return Ok(conn);
         }
-        if conn.connection.ping().is_ok() {
-            return Ok(conn);
+        match conn.connection.ping() {
+            Ok(_) => return Ok(conn),
+            Err(err) => {
+                tracing::warn!(error = %err, "a pooled database connection was dead; discarded");
+                conn.lost.store(true, Ordering::Relaxed);
+            }
         }
-        conn.lost.store(true, Ordering::Relaxed);
     }
-    pool.get()
+    pool.get_timeout(timeout)
 }
 
 impl Db {
@@ -284,7 +296,7 @@ impl Db {
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(CHECKOUT_TIMEOUT)
             // A SQLite file cannot go away under a connection. PostgreSQL
             // connections are checked by [`Db::checkout`] when they rested
             // long enough to have gone stale, not at every checkout.
@@ -308,12 +320,20 @@ impl Db {
         })
     }
 
-    /// A pooled connection, blocking until one is free. A PostgreSQL
-    /// connection that rested longer than [`PING_AFTER_IDLE`] is pinged
-    /// first; one that fails is discarded and the next one tried, so a
-    /// restarted database costs no request an error.
+    /// A pooled connection, blocking until one is free (at most the pool's
+    /// 5 s). A PostgreSQL connection that rested longer than
+    /// [`PING_AFTER_IDLE`] is pinged first; one that fails is discarded and
+    /// the next one tried. After a database restart only connections used
+    /// within the last [`PING_AFTER_IDLE`] can fail a request (a 503), each
+    /// once.
     pub fn checkout(&self) -> Result<PooledDb, diesel::r2d2::PoolError> {
-        checkout(&self.pool, self.backend)
+        checkout(&self.pool, self.backend, CHECKOUT_TIMEOUT)
+    }
+
+    /// [`Db::checkout`], waiting at most `timeout` for a free connection
+    /// (the readiness probe).
+    pub fn checkout_within(&self, timeout: Duration) -> Result<PooledDb, diesel::r2d2::PoolError> {
+        checkout(&self.pool, self.backend, timeout)
     }
 
     /// A new connection outside the pool, for tools and tests that read or
@@ -357,7 +377,7 @@ impl Db {
         let permit = self.permits.clone().acquire_owned().await;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let mut conn = checkout(&pool, backend)?;
+            let mut conn = checkout(&pool, backend, CHECKOUT_TIMEOUT)?;
             work(&mut conn)
         })
         .await?

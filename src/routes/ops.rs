@@ -30,10 +30,12 @@ pub(super) async fn healthz() -> HttpResponse {
 /// The database answers within two seconds.
 #[utoipa::path(get, path = "/readyz", tag = "ops", summary = "The database answers", responses((status = 200, description = "`{\"status\":\"ready\"}`"), (status = 503, description = "`service-unavailable`", body = super::responses::ErrorDocument, content_type = "application/vnd.api+json")))]
 pub(super) async fn readyz(core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
-    let pool = core.db.pool().clone();
+    let db = core.db.clone();
     let probe = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let mut conn = pool
-            .get_timeout(Duration::from_secs(2))
+        // Through the pool's checkout: dead connections left by a database
+        // restart are discarded here instead of failing probe after probe.
+        let mut conn = db
+            .checkout_within(Duration::from_secs(2))
             .map_err(|e| e.to_string())?;
         conn.batch_execute("SELECT 1").map_err(|e| e.to_string())
     });

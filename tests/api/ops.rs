@@ -180,8 +180,7 @@ async fn connections_the_database_dropped_are_replaced() {
     let app = spawn_app().await;
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let login = app.login(&user).await;
-    // A session read is one query outside any transaction: diesel alone
-    // would not notice that its connection died.
+    // A session read: one query outside any transaction.
     let read = || async {
         app.with_token(
             Method::GET,
@@ -220,9 +219,11 @@ async fn connections_the_database_dropped_are_replaced() {
     );
 
     // After a rest, connections are pinged before use: a dead one is
-    // replaced and no request sees an error.
+    // replaced and no request sees an error, the readiness probe first.
     drop_server_connections(&app);
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
     for _ in 0..20 {
         assert_eq!(read().await.status(), 200);
     }
