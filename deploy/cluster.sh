@@ -5,6 +5,7 @@
 #   deploy/cluster.sh up [N]   build, start N nodes (default 3) and HAProxy
 #   deploy/cluster.sh status   each process and its /readyz
 #   deploy/cluster.sh down     stop them, by the process ids written at `up`
+#   deploy/cluster.sh install  only install HAProxy if it is missing (the benchmark's --nodes uses it)
 #
 # Environment (all optional):
 #   LATCHKEY_DATABASE_URL  postgres:// URL (default postgres://postgres@127.0.0.1:5432/latchkey_cluster;
@@ -158,5 +159,6 @@ case "${1:-}" in
     up) up "${2:-3}" ;;
     down) down ;;
     status) status ;;
-    *) sed -n '2,16p' "$0"; exit 2 ;;
+    install) need_haproxy ;;
+    *) sed -n '2,17p' "$0"; exit 2 ;;
 esac

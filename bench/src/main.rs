@@ -268,6 +268,17 @@ async fn start_cluster(
             "    server node{i} 127.0.0.1:{node_port} check inter 1s\n"
         ));
     }
+    // The same Debian package the cluster script installs, installed the
+    // same way when it is missing.
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        let installed = Command::new("bash")
+            .arg(workspace_root().join("deploy/cluster.sh"))
+            .arg("install")
+            .status()?;
+        if !installed.success() {
+            return Err("installing haproxy failed (deploy/cluster.sh install)".into());
+        }
+    }
     let config = dir.join("haproxy.cfg");
     std::fs::write(
         &config,
@@ -282,9 +293,7 @@ async fn start_cluster(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| {
-            format!("haproxy (apt-get install haproxy, or deploy/cluster.sh up once): {e}")
-        })?;
+        .map_err(|e| format!("haproxy: {e}"))?;
     let entry = Server {
         child,
         base: format!("http://127.0.0.1:{port}"),

@@ -1,23 +1,13 @@
 //! An admin's password reset, lock, unlock and deletion of a user: each
 //! ends the user's sessions at once, and each is audited.
 
-use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::{Login, TestApp, assert_error, spawn_app};
 use crate::sessions::audit_kinds;
 
 async fn session_status(app: &TestApp, login: &Login) -> u16 {
-    app.with_token(
-        Method::GET,
-        &format!("/sessions/{}", login.session_id),
-        &login.token,
-    )
-    .send()
-    .await
-    .unwrap()
-    .status()
-    .as_u16()
+    app.read_own_session(login).await.status().as_u16()
 }
 
 #[tokio::test]

@@ -420,6 +420,18 @@ impl TestApp {
         assert_eq!(response.status(), StatusCode::OK, "the code was sent");
     }
 
+    /// `GET /sessions/{id}` with the session's own token.
+    pub async fn read_own_session(&self, login: &Login) -> Response {
+        self.with_token(
+            Method::GET,
+            &format!("/sessions/{}", login.session_id),
+            &login.token,
+        )
+        .send()
+        .await
+        .expect("request")
+    }
+
     /// A request with a session (or any) token.
     pub fn with_token(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
         self.client

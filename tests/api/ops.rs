@@ -1,4 +1,3 @@
-use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::{assert_error, json, spawn_app, spawn_app_with};
@@ -181,16 +180,7 @@ async fn connections_the_database_dropped_are_replaced() {
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let login = app.login(&user).await;
     // A session read: one query outside any transaction.
-    let read = || async {
-        app.with_token(
-            Method::GET,
-            &format!("/sessions/{}", login.session_id),
-            &login.token,
-        )
-        .send()
-        .await
-        .unwrap()
-    };
+    let read = || app.read_own_session(&login);
     for _ in 0..8 {
         assert_eq!(read().await.status(), 200);
     }

@@ -557,19 +557,7 @@ async fn one_session_across_the_faces() {
     let pace = json(app.get(&format!("/sessions/{}", login.session_id)).await).await;
     assert_eq!(pace["metadata"], json!({"k": "dg=="}));
     // The PATCH replaced the token.
-    assert_error(
-        app.with_token(
-            Method::GET,
-            &format!("/sessions/{}", login.session_id),
-            &login.token,
-        )
-        .send()
-        .await
-        .unwrap(),
-        401,
-        "unauthorized",
-    )
-    .await;
+    assert_error(app.read_own_session(&login).await, 401, "unauthorized").await;
 }
 
 #[tokio::test]
