@@ -582,3 +582,34 @@ async fn new_sessions_bring_no_new_code_guesses() {
     )
     .await;
 }
+
+/// Parallel requests for a new session's first login code: the first one
+/// stores the code (a plain insert: it read under the session's lock that
+/// there was none), the others see it and wait out the cooldown. One code
+/// row, one mail, no error.
+#[tokio::test]
+async fn parallel_first_code_requests_store_one_code() {
+    let app = parallel_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let login = app.login(&user).await;
+    let session_id = login.session_id.clone();
+    let path = format!("/sessions/{session_id}");
+    let body = json!({"userId": user.id, "passedLoginOTP": false});
+    let responses = join_all((0..8).map(|_| {
+        app.with_token(Method::PUT, &path, &login.token)
+            .json(&body)
+            .send()
+    }))
+    .await
+    .into_iter()
+    .map(|response| response.unwrap())
+    .collect::<Vec<_>>();
+    let codes = statuses(&responses);
+    assert_eq!(codes.iter().filter(|s| **s == 200).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|s| *s == 200 || *s == 429), "{codes:?}");
+    let (attempts, burned) = login_code_attempts(&app, &session_id);
+    assert_eq!((attempts, burned), (0, false));
+    app.smtp.wait_for(1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(app.smtp.received().len(), 1);
+}
