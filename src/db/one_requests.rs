@@ -161,7 +161,7 @@ pub fn claim_due(
     // probe each. As NOT EXISTS it became an anti-join that, with
     // statistics taken while every request was finished, was planned as a
     // nested loop without that bound: 2.7 s per claim at 10 000 waiting
-    // requests (patches processed at 57/s), 61 ms now. The status list is
+    // requests (patches processed at 57/s), 25–61 ms now. The status list is
     // written out so that the partial index one_requests_waiting applies.
     let first_waiting = earlier
         .select(earlier.field(one_requests::sequence))
