@@ -210,8 +210,14 @@ fn migrate_is_idempotent() {
     let db = TestDatabase::new();
     let first = latchkey(&db, &["migrate"], &[]);
     assert!(first.status.success(), "{}", stderr(&first));
+    // Every migration of the tree, counted from its folder (both backends
+    // have the same list).
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .filter(|entry| entry.as_ref().is_ok_and(|e| e.path().is_dir()))
+        .count();
     assert!(
-        stderr(&first).contains("9 migration(s) applied"),
+        stderr(&first).contains(&format!("{migrations} migration(s) applied")),
         "{}",
         stderr(&first)
     );
