@@ -166,6 +166,27 @@ impl Cluster {
             body["sessionToken"].as_str().unwrap().to_owned(),
         )
     }
+
+    /// Asks node `i` for the session's login code with the session's own
+    /// token and returns the code from the mail.
+    async fn ask_login_code(
+        &self,
+        i: usize,
+        user_id: &str,
+        session_id: &str,
+        token: &str,
+    ) -> String {
+        let sent = self
+            .client
+            .put(self.node(i).url(&format!("/sessions/{session_id}")))
+            .bearer_auth(token)
+            .json(&json!({"userId": user_id, "passedLoginOTP": false}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 200);
+        self.smtp.wait_for(1).await[0].code()
+    }
 }
 
 macro_rules! postgres_only {
@@ -184,16 +205,9 @@ async fn a_login_on_one_node_is_continued_on_the_others() {
     let user_id = cluster.seed_user().await;
     let (session_id, token) = cluster.login(0).await;
     // The code asked for on B …
-    let sent = cluster
-        .client
-        .put(cluster.node(1).url(&format!("/sessions/{session_id}")))
-        .bearer_auth(&token)
-        .json(&json!({"userId": user_id, "passedLoginOTP": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
-    let code = cluster.smtp.wait_for(1).await[0].code();
+    let code = cluster
+        .ask_login_code(1, &user_id, &session_id, &token)
+        .await;
     // … verified on C …
     let verified = cluster
         .client
@@ -243,16 +257,9 @@ async fn wrong_codes_spread_over_the_nodes_count_once_against_the_limit() {
     let cluster = Cluster::start(&[]).await;
     let user_id = cluster.seed_user().await;
     let (session_id, token) = cluster.login(0).await;
-    let sent = cluster
-        .client
-        .put(cluster.node(0).url(&format!("/sessions/{session_id}")))
-        .bearer_auth(&token)
-        .json(&json!({"userId": user_id, "passedLoginOTP": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
-    let code = cluster.smtp.wait_for(1).await[0].code();
+    let code = cluster
+        .ask_login_code(0, &user_id, &session_id, &token)
+        .await;
     let wrong = if code == "000000" { "000001" } else { "000000" };
     let verify = |i: usize, otp: &str| {
         cluster

@@ -127,6 +127,21 @@ async fn accepted(response: Response) -> Value {
     body
 }
 
+/// Starts a validate-login with the right password for `session_id` and
+/// returns its 202 body.
+async fn start_login(app: &TestApp, session_id: &str) -> Value {
+    accepted(
+        send(
+            app,
+            Method::POST,
+            "/jef-one-validate-login-and-create-session",
+            &login_body(session_id, PASSWORD),
+        )
+        .await,
+    )
+    .await
+}
+
 async fn read_request(app: &TestApp, id: &str, receipt: Option<&str>) -> Response {
     let mut request = app.client.get(app.url(&format!("/one-requests/{id}")));
     match receipt {
@@ -167,14 +182,7 @@ async fn validate_login_then_read_the_outcome_then_verify_the_mailed_code() {
     let seeded = seed(&app).await;
     let session_id = Uuid::new_v4().to_string();
 
-    let response = send(
-        &app,
-        Method::POST,
-        "/jef-one-validate-login-and-create-session",
-        &login_body(&session_id, PASSWORD),
-    )
-    .await;
-    let accepted = accepted(response).await;
+    let accepted = start_login(&app, &session_id).await;
     let (request_id, receipt) = (
         accepted["request_id"].as_str().unwrap().to_owned(),
         accepted["receipt"].as_str().unwrap().to_owned(),
@@ -249,16 +257,7 @@ async fn only_the_starter_learns_the_outcome_and_nobody_else_gets_a_token() {
     let app = spawn_app().await;
     seed(&app).await;
     let session_id = Uuid::new_v4().to_string();
-    let accepted = accepted(
-        send(
-            &app,
-            Method::POST,
-            "/jef-one-validate-login-and-create-session",
-            &login_body(&session_id, PASSWORD),
-        )
-        .await,
-    )
-    .await;
+    let accepted = start_login(&app, &session_id).await;
     let request_id = accepted["request_id"].as_str().unwrap();
     let receipt = accepted["receipt"].as_str().unwrap();
     finished(&app, request_id, Some(receipt)).await;
@@ -568,16 +567,7 @@ async fn patch_one_obeys_the_engine_valid_only_when_proven_lifetime_capped_inval
     let seeded = seed(&app).await;
     let session_id = Uuid::new_v4().to_string();
     // A session the user logged into: it has a token to kill later.
-    let accepted = accepted(
-        send(
-            &app,
-            Method::POST,
-            "/jef-one-validate-login-and-create-session",
-            &login_body(&session_id, PASSWORD),
-        )
-        .await,
-    )
-    .await;
+    let accepted = start_login(&app, &session_id).await;
     let outcome = finished(
         &app,
         accepted["request_id"].as_str().unwrap(),
@@ -916,16 +906,7 @@ async fn a_closed_session_hands_out_no_token_and_the_outcome_stays_readable() {
     let app = spawn_app().await;
     seed(&app).await;
     let session_id = Uuid::new_v4().to_string();
-    let accepted = accepted(
-        send(
-            &app,
-            Method::POST,
-            "/jef-one-validate-login-and-create-session",
-            &login_body(&session_id, PASSWORD),
-        )
-        .await,
-    )
-    .await;
+    let accepted = start_login(&app, &session_id).await;
     let (id, receipt) = (
         accepted["request_id"].as_str().unwrap(),
         accepted["receipt"].as_str().unwrap(),
