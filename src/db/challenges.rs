@@ -1,8 +1,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::schema::otp_challenges;
+use super::{DbConnection, prepared};
 
 pub const LOGIN: &str = "login";
 pub const ACCOUNT: &str = "account";
@@ -76,10 +76,10 @@ pub fn record_failure(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> 
         .find(id)
         .filter(otp_challenges::consumed_at.is_null())
         .filter(otp_challenges::burned_at.is_null());
-    diesel::update(live)
+    prepared::update(live)
         .set(otp_challenges::attempts.eq(otp_challenges::attempts + 1))
         .execute(conn)?;
-    diesel::update(live.filter(otp_challenges::attempts.ge(otp_challenges::max_attempts)))
+    prepared::update(live.filter(otp_challenges::attempts.ge(otp_challenges::max_attempts)))
         .set(otp_challenges::burned_at.eq(now))
         .execute(conn)
         .map(|n| n == 1)
@@ -88,7 +88,7 @@ pub fn record_failure(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> 
 /// Marks the code used; only a live row changes, so a code works once even
 /// when two requests race.
 pub fn consume(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
-    diesel::update(
+    prepared::update(
         otp_challenges::table
             .find(id)
             .filter(otp_challenges::consumed_at.is_null())

@@ -1,8 +1,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::schema::login_lockouts;
+use super::{DbConnection, prepared};
 
 /// Password failures of one user from one source. Every access runs under
 /// the user's row lock, which serialises them.
@@ -30,7 +30,7 @@ pub fn find(
 
 /// Stores the row (insert or update).
 pub fn save(conn: &mut DbConnection, row: &LockoutRow) -> QueryResult<()> {
-    let updated = diesel::update(login_lockouts::table.find((&row.user_id, &row.source)))
+    let updated = prepared::update(login_lockouts::table.find((&row.user_id, &row.source)))
         .set((
             login_lockouts::failed.eq(row.failed),
             login_lockouts::failed_since.eq(row.failed_since),

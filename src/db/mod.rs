@@ -10,8 +10,9 @@
 //! cannot vary. Row structs therefore bind `None` as NULL
 //! (`treat_none_as_default_value = false`; by default a `None` became
 //! `DEFAULT`, and every insert was parsed again), and `IN (…)` lists are
-//! avoided on hot paths. Every UPDATE and upsert is parsed again whatever
-//! its shape: fewer of them is what saves there.
+//! avoided on hot paths. diesel parses every UPDATE and upsert again
+//! whatever its shape; those on request paths go through
+//! [`prepared::Prepared`], which caches them by their SQL text.
 
 /// Reads a row by primary key and, on PostgreSQL, locks it until the
 /// transaction ends, so concurrent changes to one row run one after the
@@ -35,6 +36,7 @@ pub mod entities;
 pub mod lockouts;
 pub mod one_requests;
 pub mod outbox;
+pub mod prepared;
 pub mod rate_limits;
 pub mod schema;
 pub mod server_secrets;

@@ -7,8 +7,8 @@ use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
 
-use super::DbConnection;
 use super::schema::one_requests;
+use super::{DbConnection, prepared};
 
 pub const ACCEPTED: &str = "accepted";
 pub const PROCESSING: &str = "processing";
@@ -195,7 +195,7 @@ pub fn claim_due(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    diesel::update(one_requests::table.filter(one_requests::id.eq_any(&ids)))
+    prepared::update(one_requests::table.filter(one_requests::id.eq_any(&ids)))
         .set((
             one_requests::status.eq(PROCESSING),
             one_requests::lease_owner.eq(owner),
@@ -221,7 +221,7 @@ pub fn finish(
     error: Option<&str>,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let changed = diesel::update(
+    let changed = prepared::update(
         one_requests::table
             .filter(one_requests::id.eq(id))
             .filter(one_requests::lease_owner.eq(owner)),
@@ -250,7 +250,7 @@ pub fn retry(
     next: NaiveDateTime,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let changed = diesel::update(
+    let changed = prepared::update(
         one_requests::table
             .filter(one_requests::id.eq(id))
             .filter(one_requests::lease_owner.eq(owner)),
@@ -271,7 +271,7 @@ pub fn retry(
 /// Marks the request's session token as handed out; true only for the one
 /// call that does so (a conditional update: single use under concurrency).
 pub fn take_token(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
-    let changed = diesel::update(
+    let changed = prepared::update(
         one_requests::table
             .filter(one_requests::id.eq(id))
             .filter(one_requests::status.eq(SUCCEEDED))

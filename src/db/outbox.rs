@@ -4,8 +4,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::schema::outbox;
+use super::{DbConnection, prepared};
 
 pub const PENDING: &str = "pending";
 pub const SENT: &str = "sent";
@@ -81,7 +81,7 @@ pub fn claim_due(
     // By primary key: the locks taken above are held until the caller
     // commits. (Selecting by lease_owner had no index: a scan of every
     // row ever queued, on each pass.)
-    diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+    prepared::update(outbox::table.filter(outbox::id.eq_any(&ids)))
         .set((
             outbox::lease_owner.eq(owner),
             outbox::lease_until.eq(lease_until),
@@ -105,7 +105,7 @@ pub fn mark_sent(
     if ids.is_empty() {
         return Ok(0);
     }
-    diesel::update(
+    prepared::update(
         outbox::table
             .filter(outbox::id.eq_any(ids))
             .filter(outbox::lease_owner.eq(owner)),
@@ -132,7 +132,7 @@ pub fn mark_retry(
     next_attempt_at: NaiveDateTime,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
-    diesel::update(outbox::table.find(id).filter(outbox::lease_owner.eq(owner)))
+    prepared::update(outbox::table.find(id).filter(outbox::lease_owner.eq(owner)))
         .set((
             outbox::attempts.eq(outbox::attempts + 1),
             outbox::next_attempt_at.eq(next_attempt_at),
@@ -153,7 +153,7 @@ pub fn mark_dead(
     error: &str,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
-    diesel::update(outbox::table.find(id).filter(outbox::lease_owner.eq(owner)))
+    prepared::update(outbox::table.find(id).filter(outbox::lease_owner.eq(owner)))
         .set((
             outbox::status.eq(DEAD),
             outbox::attempts.eq(outbox::attempts + 1),
@@ -169,7 +169,7 @@ pub fn mark_dead(
 
 /// A dead row back to pending (its bodies are rendered at delivery).
 pub fn requeue(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
-    diesel::update(outbox::table.find(id).filter(outbox::status.eq(DEAD)))
+    prepared::update(outbox::table.find(id).filter(outbox::status.eq(DEAD)))
         .set((
             outbox::status.eq(PENDING),
             outbox::attempts.eq(0),

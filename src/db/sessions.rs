@@ -1,8 +1,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::schema::sessions;
+use super::{DbConnection, prepared};
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = sessions)]
@@ -116,7 +116,7 @@ pub fn update(
     changes: &SessionChanges,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(sessions::table.find(id))
+    prepared::update(sessions::table.find(id))
         .set((
             changes,
             sessions::sequence.eq(sessions::sequence + 1),
@@ -134,7 +134,7 @@ pub fn update_unless_status(
     status: &str,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
-    diesel::update(sessions::table.find(id).filter(sessions::status.ne(status)))
+    prepared::update(sessions::table.find(id).filter(sessions::status.ne(status)))
         .set((
             changes,
             sessions::sequence.eq(sessions::sequence + 1),

@@ -1,8 +1,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::schema::{recovery_codes, totp_devices};
+use super::{DbConnection, prepared};
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = totp_devices)]
@@ -51,7 +51,7 @@ pub fn confirm(
     step: i64,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(totp_devices::table.find(user_id))
+    prepared::update(totp_devices::table.find(user_id))
         .set((
             totp_devices::confirmed_at.eq(now),
             totp_devices::last_used_step.eq(step),
@@ -61,7 +61,7 @@ pub fn confirm(
 
 /// Records an accepted step; only a newer step than the stored one wins.
 pub fn accept_step(conn: &mut DbConnection, user_id: &str, step: i64) -> QueryResult<bool> {
-    diesel::update(
+    prepared::update(
         totp_devices::table.find(user_id).filter(
             totp_devices::last_used_step
                 .is_null()
@@ -116,7 +116,7 @@ pub fn use_recovery_code(
     id: &str,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
-    diesel::update(
+    prepared::update(
         recovery_codes::table
             .find(id)
             .filter(recovery_codes::used_at.is_null()),

@@ -1,8 +1,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::schema::users;
+use super::{DbConnection, prepared};
 
 #[derive(Debug, Clone, Queryable, Insertable)]
 #[diesel(table_name = users)]
@@ -74,7 +74,7 @@ pub fn list(
 }
 
 pub fn update(conn: &mut DbConnection, id: &str, changes: &UserChanges) -> QueryResult<usize> {
-    diesel::update(users::table.find(id))
+    prepared::update(users::table.find(id))
         .set(changes)
         .execute(conn)
 }
@@ -117,7 +117,7 @@ pub fn set_login_failures(
     since: Option<NaiveDateTime>,
     locked_until: Option<NaiveDateTime>,
 ) -> QueryResult<usize> {
-    diesel::update(users::table.find(id))
+    prepared::update(users::table.find(id))
         .set((
             users::failed_logins.eq(failed_logins),
             users::failed_logins_since.eq(since),
@@ -135,7 +135,7 @@ pub fn set_second_factor_failures(
     since: Option<NaiveDateTime>,
     locked_until: Option<NaiveDateTime>,
 ) -> QueryResult<usize> {
-    diesel::update(users::table.find(id))
+    prepared::update(users::table.find(id))
         .set((
             users::failed_second_factors.eq(failed),
             users::failed_second_factors_since.eq(since),
@@ -150,7 +150,7 @@ pub fn set_pin_hash(
     pin_hash: &str,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(users::table.find(id))
+    prepared::update(users::table.find(id))
         .set((users::pin_hash.eq(pin_hash), users::updated_at.eq(now)))
         .execute(conn)
 }
