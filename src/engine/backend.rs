@@ -7,7 +7,7 @@
 
 use chrono::{Duration, NaiveDateTime};
 
-use super::challenges;
+use super::challenges::{self, CodeFor};
 use super::lifecycle::{self, Binding, NewSession};
 use super::login::{self, LoginInput, LoginResult};
 use super::{FAILED, VERIFIED};
@@ -244,7 +244,12 @@ pub async fn record_session(
                 None,
                 now,
             )?;
-            rules.mail_login_code(conn, &user, &session, &client, now)?;
+            let target = CodeFor {
+                user: &user,
+                session: &session,
+                new_session: true,
+            };
+            rules.mail_login_code(conn, target, &client, now)?;
             Ok(Recorded {
                 expires_at_capped: expires_at < command.expires_at,
                 session,
@@ -420,7 +425,13 @@ pub async fn validate_login(
             let session = lifecycle::lock_live_session(conn, &session_id, now)?;
             let user = users::find(conn, &session.user_id)?
                 .ok_or_else(|| ApiError::not_found("The session's user was deleted."))?;
-            rules.mail_login_code(conn, &user, &session, &client, now)?;
+            let target = CodeFor {
+                user: &user,
+                session: &session,
+                new_session: false,
+            };
+            rules.mail_login_code(conn, target, &client, now)?;
+            rows::update(conn, &session.id, &SessionChanges::default(), now)?;
             let entity = entity_of(conn, &user, None)?;
             let application = match &session.application_id {
                 Some(id) => applications::find(conn, id)?,

@@ -13,7 +13,7 @@ use crate::config::AuthSettings;
 use crate::db::DbConnection;
 use crate::db::applications;
 use crate::db::challenges::{self, ACCOUNT, ChallengeRow, LOGIN};
-use crate::db::sessions::{self as session_rows, SessionChanges, SessionRow};
+use crate::db::sessions::SessionRow;
 use crate::db::users::{self, UserRow};
 use crate::error::{ApiError, ErrorCode};
 use crate::mailer::{MailContext, MailKind, OutgoingMail};
@@ -101,6 +101,17 @@ fn fill_link(template: &str, user: &UserRow, session_id: &str) -> String {
         .replace("{{.SessionID}}", session_id)
 }
 
+/// The session a login code is for, and its user.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeFor<'a> {
+    pub user: &'a UserRow,
+    pub session: &'a SessionRow,
+    /// The session was inserted by this same transaction: it has no code
+    /// yet, so there is no cooldown to check and none to replace (one
+    /// query fewer on every new session).
+    pub new_session: bool,
+}
+
 impl Rules {
     /// A fresh challenge of `purpose` for the session, replacing the old
     /// one (`replace: false` when the caller knows there is none). Returns
@@ -138,26 +149,30 @@ impl Rules {
     pub fn mail_login_code(
         &self,
         conn: &mut DbConnection,
-        user: &UserRow,
-        session: &SessionRow,
+        target: CodeFor<'_>,
         client: &ClientInfo,
         now: NaiveDateTime,
     ) -> Result<(String, NaiveDateTime), ApiError> {
         let delivery = CodeDelivery::Mail {
             link_template: None,
         };
-        self.send_login_code(conn, user, session, &delivery, client, now)
+        self.send_login_code(conn, target, &delivery, client, now)
     }
 
     /// Makes a login code for the session and, for [`CodeDelivery::Mail`],
     /// queues its mail, in the caller's transaction (the caller holds the
     /// session's row lock, and wakes the mailer after the commit). A second
-    /// code sooner than the cooldown is refused.
+    /// code sooner than the cooldown is refused. The session row is not
+    /// written here: the caller's command changes it once (its sequence
+    /// moves once per command).
     pub fn send_login_code(
         &self,
         conn: &mut DbConnection,
-        user: &UserRow,
-        session: &SessionRow,
+        CodeFor {
+            user,
+            session,
+            new_session,
+        }: CodeFor<'_>,
         delivery: &CodeDelivery,
         client: &ClientInfo,
         now: NaiveDateTime,
@@ -166,7 +181,11 @@ impl Rules {
             CodeDelivery::Mail { .. } => Some(require_email(user)?),
             CodeDelivery::Return => None,
         };
-        let previous = challenges::find_all(conn, &session.id, &[LOGIN])?;
+        let previous = if new_session {
+            Vec::new()
+        } else {
+            challenges::find_all(conn, &session.id, &[LOGIN])?
+        };
         if let Some(previous) = previous.first() {
             let cooldown_ends =
                 previous.created_at + Duration::seconds(self.settings.otp_resend_cooldown_secs);
@@ -210,7 +229,6 @@ impl Rules {
             };
             self.mailer.enqueue(conn, mail, now)?;
         }
-        session_rows::update(conn, &session.id, &SessionChanges::default(), now)?;
         audit::record(
             conn,
             AuditKind::OtpSent,

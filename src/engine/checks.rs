@@ -17,7 +17,7 @@ use diesel::Connection;
 use uuid::Uuid;
 
 use super::caller::Caller;
-use super::challenges::{self, CodeDelivery};
+use super::challenges::{self, CodeDelivery, CodeFor};
 use super::factors::{Attempt, CodeCheck, OtpType};
 use super::lifecycle::{self, NewSession, UserAgent};
 use super::login::{self, Secret, UserRef, find_user, lock_user, settle_success};
@@ -234,9 +234,14 @@ impl Applying<'_> {
         }
         let mut returned_code = None;
         if let Some(delivery) = &request.otp_email {
-            let (code, _) =
-                self.rules
-                    .send_login_code(conn, self.user, session, delivery, self.client, now)?;
+            let target = CodeFor {
+                user: self.user,
+                session,
+                new_session: self.creating,
+            };
+            let (code, _) = self
+                .rules
+                .send_login_code(conn, target, delivery, self.client, now)?;
             // Only a trusted caller that asked for it gets the code back.
             if matches!(delivery, CodeDelivery::Return) {
                 returned_code = Some(code);

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::caller::Caller;
-use super::challenges;
+use super::challenges::{self, CodeFor};
 use super::{PENDING, REVOKED, VERIFIED, effective_status, is_live};
 use crate::config::AuthSettings;
 use crate::db::DbConnection;
@@ -522,7 +522,16 @@ pub async fn update(
                 }
                 return Ok(UpdateOutcome::Verified);
             }
-            let (code, expires_at) = rules.mail_login_code(conn, &user, &session, &client, now)?;
+            let target = CodeFor {
+                user: &user,
+                session: &session,
+                new_session: created,
+            };
+            let (code, expires_at) = rules.mail_login_code(conn, target, &client, now)?;
+            if !created {
+                // A new session's insert already counts as this change.
+                rows::update(conn, &session.id, &SessionChanges::default(), now)?;
+            }
             Ok(UpdateOutcome::CodeSent {
                 code,
                 expires_at: to_utc(expires_at),

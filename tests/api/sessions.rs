@@ -281,6 +281,26 @@ async fn a_trusted_backend_creates_sessions_and_gets_the_code() {
     let session = json(app.get(&path).await).await;
     assert_eq!(session["status"], "pending");
     assert!(session["factors"]["password"].is_null());
+    // Created with its code in one command: one change. A new code is one
+    // more (its row is written once per command).
+    assert_eq!(session["sequence"], 1);
+    app.clock.advance(Duration::seconds(31));
+    let resent = app
+        .put(&path, &json!({"userId": user.id, "passedLoginOTP": false}))
+        .await;
+    assert_eq!(resent.status(), 200);
+    assert_eq!(json(app.get(&path).await).await["sequence"], 2);
+    let codes: i64 = {
+        use diesel::prelude::*;
+        use latchkey::db::schema::otp_challenges as c;
+        let mut conn = app.core.db.connection().unwrap();
+        c::table
+            .filter(c::session_id.eq(&session_id))
+            .count()
+            .get_result(&mut conn)
+            .unwrap()
+    };
+    assert_eq!(codes, 1, "the new code replaced the first");
 
     // The backend vouches for the user: verified without a code check.
     assert_eq!(
