@@ -543,8 +543,8 @@ pub async fn verify(
     let check = core
         .db
         .write(move |conn| {
-            let session = lifecycle::visible_live_session(conn, &caller, &wanted, now)?;
-            let user = lock_user(conn, &session.user_id)?;
+            let (session, user) =
+                lifecycle::visible_live_session_and_user(conn, &caller, &wanted, now)?;
             let attempt = Attempt {
                 session: &session,
                 user: &user,

@@ -282,6 +282,21 @@ pub fn visible_live_session(
     Ok(row)
 }
 
+/// [`visible_live_session`] with its user's row, both locked, in one
+/// statement (the check of a code needs both).
+pub fn visible_live_session_and_user(
+    conn: &mut DbConnection,
+    caller: &Caller,
+    session_id: &str,
+    now: NaiveDateTime,
+) -> Result<(SessionRow, UserRow), ApiError> {
+    let (row, user) = rows::find_with_user_for_update(conn, session_id)?
+        .ok_or_else(|| ApiError::not_found(format!("There is no session {session_id:?}.")))?;
+    caller.ensure_visible(&row)?;
+    ensure_live(&row, now)?;
+    Ok((row, user))
+}
+
 /// The session's row, locked until the transaction ends, if it is live.
 pub fn lock_live_session(
     conn: &mut DbConnection,
