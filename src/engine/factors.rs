@@ -74,6 +74,16 @@ impl OtpType {
         }
     }
 
+    /// What a match of this kind is audited as, and its detail.
+    fn audit_event(self) -> (AuditKind, Option<&'static str>) {
+        match self {
+            Self::Login => (AuditKind::OtpVerified, Some(LOGIN)),
+            Self::Account => (AuditKind::OtpVerified, Some(ACCOUNT)),
+            Self::Totp => (AuditKind::OtpVerified, Some("totp")),
+            Self::Recovery => (AuditKind::RecoveryCodeUsed, None),
+        }
+    }
+
     /// The session factor a match of this kind proves, if any.
     fn second_factor(self) -> Option<SecondFactor> {
         match self {
@@ -189,17 +199,17 @@ impl Rules {
     }
 
     /// The live challenge of `purposes` that `code` matches, consumed (once:
-    /// a conditional update); nothing is counted. The caller holds the
-    /// session's row lock.
+    /// a conditional update), with its user; nothing is counted, nothing
+    /// audited (the caller records [`OtpType::audit_event`]). The caller
+    /// holds the session's row lock.
     fn match_challenge(
         &self,
         conn: &mut DbConnection,
         session_id: &str,
         purposes: &[&str],
         code: &str,
-        client: &ClientInfo,
         now: NaiveDateTime,
-    ) -> Result<Option<OtpType>, ApiError> {
+    ) -> Result<Option<(OtpType, String)>, ApiError> {
         if !is_well_formed(code, self.settings.otp_length) {
             return Ok(None);
         }
@@ -208,16 +218,8 @@ impl Rules {
                 && self.key.matches(&challenge.id, code, &challenge.code_hmac)
                 && challenges::consume(conn, &challenge.id, now)?
             {
-                audit::record(
-                    conn,
-                    AuditKind::OtpVerified,
-                    Some(&challenge.user_id),
-                    Some(session_id),
-                    client,
-                    Some(&challenge.purpose),
-                    now,
-                )?;
-                return Ok(Some(OtpType::from_purpose(&challenge.purpose)));
+                let kind = OtpType::from_purpose(&challenge.purpose);
+                return Ok(Some((kind, challenge.user_id)));
             }
         }
         Ok(None)
@@ -302,7 +304,19 @@ impl Rules {
         client: &ClientInfo,
         now: NaiveDateTime,
     ) -> Result<CodeCheck, ApiError> {
-        if let Some(kind) = self.match_challenge(conn, session_id, purposes, code, client, now)? {
+        if let Some((kind, user_id)) =
+            self.match_challenge(conn, session_id, purposes, code, now)?
+        {
+            let (event, detail) = kind.audit_event();
+            audit::record(
+                conn,
+                event,
+                Some(&user_id),
+                Some(session_id),
+                client,
+                detail,
+                now,
+            )?;
             return Ok(CodeCheck::Matched(kind));
         }
         let (refusal, _) = self.count_challenge_miss(conn, session_id, purposes, client, now)?;
@@ -311,7 +325,7 @@ impl Rules {
 
     /// Checks `code` as the user's TOTP code and/or a recovery code, in the
     /// caller's transaction; a match is recorded (its step, or the code
-    /// spent).
+    /// spent), and audited by the caller.
     fn check_authenticator(
         &self,
         conn: &mut DbConnection,
@@ -319,13 +333,7 @@ impl Rules {
         code: &str,
         types: &[OtpType],
     ) -> Result<Authenticator, ApiError> {
-        let &Attempt {
-            session,
-            user,
-            client,
-            now,
-        } = attempt;
-        let session_id = session.id.as_str();
+        let &Attempt { user, now, .. } = attempt;
         let mut had_factor = false;
         let device = if types.contains(&OtpType::Totp) {
             devices::find_for_update(conn, &user.id)?.filter(|d| d.confirmed_at.is_some())
@@ -337,15 +345,6 @@ impl Rules {
             if let Some(step) = self.matching_step(&device, code, now)?
                 && devices::accept_step(conn, &user.id, step)?
             {
-                audit::record(
-                    conn,
-                    AuditKind::OtpVerified,
-                    Some(&user.id),
-                    Some(session_id),
-                    client,
-                    Some("totp"),
-                    now,
-                )?;
                 return Ok(Authenticator::Matched(OtpType::Totp));
             }
         }
@@ -357,15 +356,6 @@ impl Rules {
                 if self.key.matches(&user.id, &normalized, &row.code_hmac)
                     && devices::use_recovery_code(conn, &row.id, now)?
                 {
-                    audit::record(
-                        conn,
-                        AuditKind::RecoveryCodeUsed,
-                        Some(&user.id),
-                        Some(session_id),
-                        client,
-                        None,
-                        now,
-                    )?;
                     return Ok(Authenticator::Matched(OtpType::Recovery));
                 }
             }
@@ -443,7 +433,9 @@ impl Rules {
         let purposes: Vec<&'static str> = types.iter().filter_map(|t| t.purpose()).collect();
         // Every kind is tried before any miss is counted: a right
         // authenticator code costs the waiting email code no attempt.
-        let mut matched = self.match_challenge(conn, &session.id, &purposes, code, client, now)?;
+        let mut matched = self
+            .match_challenge(conn, &session.id, &purposes, code, now)?
+            .map(|(kind, _)| kind);
         let mut authenticator = Authenticator::Absent;
         if matched.is_none() {
             authenticator = self.check_authenticator(conn, attempt, code, types)?;
@@ -490,12 +482,33 @@ impl Rules {
         let Some(kind) = matched else {
             return Ok(CodeCheck::Refused(code_invalid()));
         };
+        let (event, detail) = kind.audit_event();
+        let matched_event = audit::Event {
+            kind: event,
+            user_id: Some(&user.id),
+            session_id: Some(&session.id),
+            detail,
+        };
+        let mut newly_verified = false;
         if let Some(factor) = kind.second_factor() {
-            lifecycle::second_factor_proven(conn, session, factor, client, now)?;
+            newly_verified = lifecycle::second_factor_proven(conn, session, factor, now)?;
             if user.failed_second_factors > 0 || user.failed_second_factors_since.is_some() {
                 users::set_second_factor_failures(conn, &user.id, 0, None, user.locked_until)?;
             }
         }
+        // The match and the session's verification: one statement.
+        let verified_event = audit::Event {
+            kind: AuditKind::SessionVerified,
+            detail: None,
+            ..matched_event
+        };
+        let events = [matched_event, verified_event];
+        let events = if newly_verified {
+            &events[..]
+        } else {
+            &events[..1]
+        };
+        audit::record_all(conn, events, client, now)?;
         Ok(CodeCheck::Matched(kind))
     }
 }

@@ -334,20 +334,20 @@ pub enum SecondFactor {
 
 /// The one rule of verification, on every face: a session whose second
 /// factor is proven is verified (and `passedLoginOTP` records it). The
-/// caller holds the session's row lock.
+/// caller holds the session's row lock, and audits `session_verified`
+/// with the match when this returns true (the session became verified now).
 pub fn second_factor_proven(
     conn: &mut DbConnection,
     session: &SessionRow,
     factor: SecondFactor,
-    client: &ClientInfo,
     now: NaiveDateTime,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let mut proven = SessionChanges::default();
     match factor {
         SecondFactor::OtpEmail => proven.otp_email_verified_at = Some(Some(now)),
         SecondFactor::Totp => proven.totp_verified_at = Some(Some(now)),
     }
-    mark_verified(conn, session, proven, client, now)
+    mark_verified(conn, session, proven, now)
 }
 
 /// A trusted backend vouches for the user's second factor (PACE
@@ -361,18 +361,28 @@ fn vouched(
     if session.status == VERIFIED {
         return Ok(());
     }
-    mark_verified(conn, session, SessionChanges::default(), client, now)
+    if mark_verified(conn, session, SessionChanges::default(), now)? {
+        audit::record(
+            conn,
+            AuditKind::SessionVerified,
+            Some(&session.user_id),
+            Some(&session.id),
+            client,
+            None,
+            now,
+        )?;
+    }
+    Ok(())
 }
 
-/// Applies `changes` and makes the session verified; audits
-/// `session_verified` when the status changes.
+/// Applies `changes` and makes the session verified; whether the status
+/// changed now (the caller audits `session_verified` then).
 fn mark_verified(
     conn: &mut DbConnection,
     session: &SessionRow,
     mut changes: SessionChanges,
-    client: &ClientInfo,
     now: NaiveDateTime,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     changes.status = Some(VERIFIED.to_owned());
     changes.passed_login_otp = Some(true);
     // Decided on the row as it is now (one command may prove two factors):
@@ -385,18 +395,7 @@ fn mark_verified(
     if !newly_verified {
         rows::update(conn, &session.id, &changes, now)?;
     }
-    if newly_verified {
-        audit::record(
-            conn,
-            AuditKind::SessionVerified,
-            Some(&session.user_id),
-            Some(&session.id),
-            client,
-            None,
-            now,
-        )?;
-    }
-    Ok(())
+    Ok(newly_verified)
 }
 
 /// The most a session may live: the hard bound for admins, the configured
