@@ -12,7 +12,7 @@
 //! `DEFAULT`, and every insert was parsed again), and `IN (…)` lists are
 //! avoided on hot paths. diesel parses every UPDATE and upsert again
 //! whatever its shape; those on request paths go through
-//! [`prepared::Prepared`], which caches them by their SQL text.
+//! [`prepared::update`], which caches them by their SQL text.
 
 /// Reads a row by primary key and, on PostgreSQL, locks it until the
 /// transaction ends, so concurrent changes to one row run one after the

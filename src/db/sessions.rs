@@ -83,8 +83,9 @@ pub fn find_for_update(conn: &mut DbConnection, id: &str) -> QueryResult<Option<
 }
 
 /// The session and its user in one statement, both rows locked on
-/// PostgreSQL (session first, then user: the order every command takes
-/// them in). A check of a code needs both; this saves a round trip.
+/// PostgreSQL, session first, then user (the order every command that
+/// locks both takes; see [`lock_live_of_user`]). A check of a code needs
+/// both; this saves a round trip.
 pub fn find_with_user_for_update(
     conn: &mut DbConnection,
     id: &str,
@@ -96,6 +97,23 @@ pub fn find_with_user_for_update(
         DbConnection::Postgresql(pg) => joined.for_update().get_result(pg).optional(),
         DbConnection::Sqlite(_) => joined.get_result(conn).optional(),
     }
+}
+
+/// Locks the user's live sessions on PostgreSQL (in id order), before a
+/// command that locks the user and then ends them: a code check locks its
+/// session and then the user, so taking the user first could deadlock
+/// with it. SQLite's single writer needs no lock.
+pub fn lock_live_of_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<()> {
+    if let DbConnection::Postgresql(pg) = conn {
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::status.eq_any(["pending", "verified"]))
+            .select(sessions::id)
+            .order(sessions::id)
+            .for_update()
+            .load::<String>(pg)?;
+    }
+    Ok(())
 }
 
 /// Ends every live (pending or verified) session of the user: their tokens

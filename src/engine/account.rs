@@ -57,6 +57,10 @@ where
     let now = core.now();
     core.db
         .write(move |conn| {
+            if ends_sessions {
+                // Sessions before the user, as a code check takes them.
+                session_rows::lock_live_of_user(conn, &user_id)?;
+            }
             lock_user(conn, &user_id)?;
             if ends_sessions {
                 end_sessions_of(conn, &user_id, &client, now)?;

@@ -613,3 +613,46 @@ async fn parallel_first_code_requests_store_one_code() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(app.smtp.received().len(), 1);
 }
+
+/// An account change that ends the user's sessions (an admin's lock),
+/// racing wrong codes checked on those sessions. Both lock sessions and
+/// the user; taken in opposite orders, PostgreSQL would abort one of them
+/// as a deadlock (a 500). Every answer must be a decided one.
+#[tokio::test]
+async fn an_account_change_racing_code_checks_never_deadlocks() {
+    let app = parallel_app().await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let lock_path = format!("/admin/users/{}/lock", user.id);
+    let unlock_path = format!("/admin/users/{}/unlock", user.id);
+    let mut mails = 0;
+    for _round in 0..4 {
+        assert_eq!(app.post(&unlock_path, &json!({})).await.status(), 204);
+        let mut logins = Vec::new();
+        for _ in 0..6 {
+            let login = app.login(&user).await;
+            app.send_login_code(&user, &login).await;
+            logins.push(login);
+        }
+        mails += logins.len();
+        let codes: Vec<String> = app.smtp.wait_for(mails).await[mails - logins.len()..]
+            .iter()
+            .map(|mail| mail.code())
+            .collect();
+        let checks = logins.iter().zip(&codes).map(|(login, code)| {
+            let wrong = if code == "000000" { "000001" } else { "000000" };
+            app.with_token(Method::POST, "/user/otp/verify", &login.token)
+                .json(&json!({"otp": wrong, "types": ["login"]}))
+                .send()
+        });
+        let lock = app.admin(Method::POST, &lock_path).json(&json!({})).send();
+        let (checked, locked) = tokio::join!(join_all(checks), lock);
+        assert_eq!(locked.unwrap().status(), 204);
+        let statuses = statuses(&checked.into_iter().map(Result::unwrap).collect::<Vec<_>>());
+        // A check before the lock finds a wrong code (404); one after it
+        // finds its session ended (401 at the token, 409 in the check).
+        assert!(
+            statuses.iter().all(|s| [401, 404, 409].contains(s)),
+            "{statuses:?}"
+        );
+    }
+}
