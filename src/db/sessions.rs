@@ -102,9 +102,16 @@ pub fn find_with_user_for_update(
 /// Locks the user's live sessions on PostgreSQL (in id order), before a
 /// command that locks the user and then ends them: a code check locks its
 /// session and then the user, so taking the user first could deadlock
-/// with it. SQLite's single writer needs no lock.
+/// with it. Account changes of one user first queue on a transaction-level
+/// advisory lock of the user: otherwise a session created by a login while
+/// one change waits for the user row could be locked by a second change
+/// and updated by the first, a deadlock again. SQLite's single writer needs
+/// no lock.
 pub fn lock_live_of_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<()> {
     if let DbConnection::Postgresql(pg) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('account change ' || $1))")
+            .bind::<diesel::sql_types::Text, _>(user_id)
+            .execute(pg)?;
         sessions::table
             .filter(sessions::user_id.eq(user_id))
             .filter(sessions::status.eq_any(["pending", "verified"]))

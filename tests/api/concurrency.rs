@@ -614,18 +614,20 @@ async fn parallel_first_code_requests_store_one_code() {
     assert_eq!(app.smtp.received().len(), 1);
 }
 
-/// An account change that ends the user's sessions (an admin's lock),
-/// racing wrong codes checked on those sessions. Both lock sessions and
-/// the user; taken in opposite orders, PostgreSQL would abort one of them
-/// as a deadlock (a 500). Every answer must be a decided one.
+/// Account changes that end the user's sessions (an admin's lock and a
+/// password reset), racing wrong codes checked on those sessions and new
+/// logins. They all lock sessions and the user; taken in opposite orders,
+/// or with a session created between two changes, PostgreSQL would abort
+/// one of them as a deadlock (a 500). Every answer must be a decided one.
 #[tokio::test]
-async fn an_account_change_racing_code_checks_never_deadlocks() {
+async fn account_changes_racing_code_checks_and_logins_never_deadlock() {
     let app = parallel_app().await;
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let lock_path = format!("/admin/users/{}/lock", user.id);
     let unlock_path = format!("/admin/users/{}/unlock", user.id);
+    let password_path = format!("/admin/users/{}/password", user.id);
     let mut mails = 0;
-    for _round in 0..4 {
+    for _round in 0..6 {
         assert_eq!(app.post(&unlock_path, &json!({})).await.status(), 204);
         let mut logins = Vec::new();
         for _ in 0..6 {
@@ -644,9 +646,27 @@ async fn an_account_change_racing_code_checks_never_deadlocks() {
                 .json(&json!({"otp": wrong, "types": ["login"]}))
                 .send()
         });
-        let lock = app.admin(Method::POST, &lock_path).json(&json!({})).send();
-        let (checked, locked) = tokio::join!(join_all(checks), lock);
-        assert_eq!(locked.unwrap().status(), 204);
+        let locks = (0..3).map(|_| app.admin(Method::POST, &lock_path).json(&json!({})).send());
+        // The same password again, so the next round's logins still work.
+        let resets = (0..3).map(|_| {
+            app.admin(Method::PUT, &password_path)
+                .json(&json!({"password": user.password}))
+                .send()
+        });
+        let new_logins = (0..8).map(|_| login_request(&app, &user, &user.password));
+        let (checked, locked, reset, logged_in) = tokio::join!(
+            join_all(checks),
+            join_all(locks),
+            join_all(resets),
+            join_all(new_logins)
+        );
+        for changed in locked.into_iter().chain(reset) {
+            assert_eq!(changed.unwrap().status(), 204);
+        }
+        // A login before the lock opens a session (201); after it, the
+        // user is locked (a refusal, never an error).
+        let logins = statuses(&logged_in);
+        assert!(logins.iter().all(|s| *s < 500), "{logins:?}");
         let statuses = statuses(&checked.into_iter().map(Result::unwrap).collect::<Vec<_>>());
         // A check before the lock finds a wrong code (404); one after it
         // finds its session ended (401 at the token, 409 in the check).
