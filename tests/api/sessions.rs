@@ -402,6 +402,25 @@ async fn a_resend_waits_for_the_cooldown_and_replaces_the_code() {
     );
 }
 
+/// With the cooldown off, a new code is always made, even for a request
+/// whose clock reading is older than the code made just before it (it
+/// waited for the session's lock behind that request).
+#[tokio::test]
+async fn without_a_cooldown_every_resend_gets_a_code() {
+    let app = spawn_app_with(
+        std::sync::Arc::new(crate::helpers::TestDatabase::new()),
+        SmtpServer::start(),
+        &[("LATCHKEY_OTP_RESEND_COOLDOWN_SECS", "0")],
+    )
+    .await;
+    let user = app.seed_user("1000", "10000", "ann@example.com").await;
+    let login = app.login(&user).await;
+    assert_eq!(put_session(&app, &login, &user, false).await.status(), 200);
+    app.clock.advance(Duration::milliseconds(-5));
+    assert_eq!(put_session(&app, &login, &user, false).await.status(), 200);
+    assert_eq!(app.smtp.wait_for(2).await.len(), 2);
+}
+
 #[tokio::test]
 async fn an_expired_code_is_gone() {
     let app = spawn_app().await;
