@@ -99,6 +99,15 @@ pub fn find_with_user_for_update(
     }
 }
 
+/// The user's live (pending or verified) sessions.
+#[diesel::dsl::auto_type(no_type_alias)]
+fn live_of_user<'a>(user_id: &'a str) -> _ {
+    let live: [&'static str; 2] = ["pending", "verified"];
+    sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::status.eq_any(live))
+}
+
 /// Locks the user's live sessions on PostgreSQL (in id order), before a
 /// command that locks the user and then ends them: a code check locks its
 /// session and then the user, so taking the user first could deadlock
@@ -112,9 +121,7 @@ pub fn lock_live_of_user(conn: &mut DbConnection, user_id: &str) -> QueryResult<
         diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('account change ' || $1))")
             .bind::<diesel::sql_types::Text, _>(user_id)
             .execute(pg)?;
-        sessions::table
-            .filter(sessions::user_id.eq(user_id))
-            .filter(sessions::status.eq_any(["pending", "verified"]))
+        live_of_user(user_id)
             .select(sessions::id)
             .order(sessions::id)
             .for_update()
@@ -130,10 +137,7 @@ pub fn revoke_all_of_user(
     user_id: &str,
     now: NaiveDateTime,
 ) -> QueryResult<Vec<String>> {
-    let live = sessions::table
-        .filter(sessions::user_id.eq(user_id))
-        .filter(sessions::status.eq_any(["pending", "verified"]));
-    let ids: Vec<String> = live.select(sessions::id).load(conn)?;
+    let ids: Vec<String> = live_of_user(user_id).select(sessions::id).load(conn)?;
     diesel::update(sessions::table.filter(sessions::id.eq_any(&ids)))
         .set((
             sessions::status.eq("revoked"),
