@@ -3,15 +3,12 @@
 //! the pending-session rules, the lifetime cap, and one scenario driven
 //! through the PACE and the v2 faces that must leave the same traces.
 
-use std::sync::Arc;
-
 use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDatabase, TestUser, assert_error, json, spawn_app_with};
+use crate::helpers::{TestApp, TestUser, assert_error, json, spawn_app_with_env};
 use crate::sessions::audit_kinds;
-use crate::smtp::SmtpServer;
 use crate::totp::{enrolled, totp_sha1, verified_login};
 use crate::zitadel::{create, login_checks, patch, v2_verified_login};
 
@@ -22,12 +19,7 @@ const CODE_ATTEMPTS: usize = 5;
 /// A server with several HTTP workers and connections, so that requests
 /// really run side by side.
 async fn parallel_app() -> TestApp {
-    spawn_app_with(
-        Arc::new(TestDatabase::new()),
-        SmtpServer::start(),
-        &[("LATCHKEY_WORKERS", "4"), ("LATCHKEY_DB_POOL_SIZE", "8")],
-    )
-    .await
+    spawn_app_with_env(&[("LATCHKEY_WORKERS", "4"), ("LATCHKEY_DB_POOL_SIZE", "8")]).await
 }
 
 fn count(kinds: &[String], kind: &str) -> usize {

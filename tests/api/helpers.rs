@@ -129,7 +129,17 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Arc::new(TestDatabase::new()), SmtpServer::start(), &[]).await
+    spawn_app_with_env(&[]).await
+}
+
+/// [`spawn_app`] with extra `LATCHKEY_*` settings.
+pub async fn spawn_app_with_env(extra_env: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(
+        Arc::new(TestDatabase::new()),
+        SmtpServer::start(),
+        extra_env,
+    )
+    .await
 }
 
 /// Starts the app on `db`, sending mail to `smtp`, with extra `LATCHKEY_*`

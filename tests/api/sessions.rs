@@ -3,9 +3,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Login, TestApp, TestUser, assert_error, json, pointers, spawn_app, spawn_app_with,
+    Login, TestApp, TestUser, assert_error, json, pointers, spawn_app, spawn_app_with_env,
 };
-use crate::smtp::SmtpServer;
 use crate::totp::verified_login;
 
 async fn put_session(
@@ -407,12 +406,7 @@ async fn a_resend_waits_for_the_cooldown_and_replaces_the_code() {
 /// waited for the session's lock behind that request).
 #[tokio::test]
 async fn without_a_cooldown_every_resend_gets_a_code() {
-    let app = spawn_app_with(
-        std::sync::Arc::new(crate::helpers::TestDatabase::new()),
-        SmtpServer::start(),
-        &[("LATCHKEY_OTP_RESEND_COOLDOWN_SECS", "0")],
-    )
-    .await;
+    let app = spawn_app_with_env(&[("LATCHKEY_OTP_RESEND_COOLDOWN_SECS", "0")]).await;
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let login = app.login(&user).await;
     assert_eq!(put_session(&app, &login, &user, false).await.status(), 200);
@@ -761,12 +755,7 @@ async fn failures_outside_the_window_do_not_add_up() {
 
 #[tokio::test]
 async fn login_and_otp_calls_are_rate_limited_per_address() {
-    let app = spawn_app_with(
-        std::sync::Arc::new(crate::helpers::TestDatabase::new()),
-        SmtpServer::start(),
-        &[("LATCHKEY_RATE_LIMIT_PER_MINUTE", "3")],
-    )
-    .await;
+    let app = spawn_app_with_env(&[("LATCHKEY_RATE_LIMIT_PER_MINUTE", "3")]).await;
     let body = json!({"loginName": "nobody@example.com", "password": "whatever"});
     for _ in 0..3 {
         assert_error(app.login_response(&body).await, 401, "invalid-credentials").await;
@@ -790,14 +779,10 @@ async fn login_from(app: &TestApp, forwarded_for: &str, body: &Value) -> reqwest
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
-    let app = spawn_app_with(
-        std::sync::Arc::new(crate::helpers::TestDatabase::new()),
-        SmtpServer::start(),
-        &[
-            ("LATCHKEY_RATE_LIMIT_PER_MINUTE", "3"),
-            ("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1/32"),
-        ],
-    )
+    let app = spawn_app_with_env(&[
+        ("LATCHKEY_RATE_LIMIT_PER_MINUTE", "3"),
+        ("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1/32"),
+    ])
     .await;
     let wrong = json!({"loginName": "nobody@example.com", "password": "whatever"});
     for _ in 0..3 {
@@ -831,12 +816,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
 
 #[tokio::test]
 async fn without_trusted_proxies_forwarded_headers_are_ignored() {
-    let app = spawn_app_with(
-        std::sync::Arc::new(crate::helpers::TestDatabase::new()),
-        SmtpServer::start(),
-        &[("LATCHKEY_RATE_LIMIT_PER_MINUTE", "3")],
-    )
-    .await;
+    let app = spawn_app_with_env(&[("LATCHKEY_RATE_LIMIT_PER_MINUTE", "3")]).await;
     let wrong = json!({"loginName": "nobody@example.com", "password": "whatever"});
     // Every request comes from 127.0.0.1, whatever the header claims.
     for client in ["198.51.100.7", "198.51.100.8", "198.51.100.9"] {
@@ -961,12 +941,7 @@ async fn account_codes_and_the_pin() {
 
 #[tokio::test]
 async fn the_code_can_be_exposed_for_development() {
-    let app = spawn_app_with(
-        std::sync::Arc::new(crate::helpers::TestDatabase::new()),
-        SmtpServer::start(),
-        &[("LATCHKEY_EXPOSE_OTP", "true")],
-    )
-    .await;
+    let app = spawn_app_with_env(&[("LATCHKEY_EXPOSE_OTP", "true")]).await;
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let login = app.login(&user).await;
     let body = json(put_session(&app, &login, &user, false).await).await;

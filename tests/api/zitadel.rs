@@ -4,9 +4,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, TestDatabase, TestUser, assert_error, json, pointers, spawn_app, spawn_app_with,
+    TestApp, TestUser, assert_error, json, pointers, spawn_app, spawn_app_with_env,
 };
-use crate::smtp::SmtpServer;
 use crate::totp::{enrolled, totp_sha1, verified_login};
 
 pub async fn create(app: &TestApp, token: Option<&str>, body: Value) -> reqwest::Response {
@@ -184,12 +183,7 @@ async fn creation_rules_and_authorization() {
 
 #[tokio::test]
 async fn email_code_challenge_and_check_with_rotating_tokens() {
-    let app = spawn_app_with(
-        std::sync::Arc::new(TestDatabase::new()),
-        SmtpServer::start(),
-        &[("LATCHKEY_LINK_ORIGINS", "https://app.example.com")],
-    )
-    .await;
+    let app = spawn_app_with_env(&[("LATCHKEY_LINK_ORIGINS", "https://app.example.com")]).await;
     let user = app.seed_user("1000", "10000", "ann@example.com").await;
     let (session_id, first_token) = v2_login(&app, &user).await;
 

@@ -3,26 +3,19 @@
 //! (proto/zitadel/session/v2 in zitadel/zitadel) is used, ignored where
 //! ZITADEL ignores it, or refused with a "not supported" code.
 
-use std::sync::Arc;
-
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDatabase, TestUser, assert_error, json, spawn_app_with};
-use crate::smtp::SmtpServer;
+use crate::helpers::{TestApp, TestUser, assert_error, json, spawn_app_with_env};
 use crate::zitadel::{create, login_checks, patch, v2_login};
 
 const ORIGIN: &str = "https://login.example.com";
 
 async fn app() -> TestApp {
-    spawn_app_with(
-        Arc::new(TestDatabase::new()),
-        SmtpServer::start(),
-        &[
-            ("LATCHKEY_LINK_ORIGINS", ORIGIN),
-            ("LATCHKEY_OTP_RESEND_COOLDOWN_SECS", "0"),
-        ],
-    )
+    spawn_app_with_env(&[
+        ("LATCHKEY_LINK_ORIGINS", ORIGIN),
+        ("LATCHKEY_OTP_RESEND_COOLDOWN_SECS", "0"),
+    ])
     .await
 }
 
