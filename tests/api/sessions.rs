@@ -39,6 +39,18 @@ async fn get_session(app: &TestApp, token: &str, session_id: &str) -> reqwest::R
         .unwrap()
 }
 
+/// The stored code rows (any purpose) of a session.
+fn codes_of_session(app: &TestApp, session_id: &str) -> i64 {
+    use diesel::prelude::*;
+    use latchkey::db::schema::otp_challenges as c;
+    let mut conn = app.core.db.connection().unwrap();
+    c::table
+        .filter(c::session_id.eq(session_id))
+        .count()
+        .get_result(&mut conn)
+        .unwrap()
+}
+
 pub async fn audit_kinds(app: &TestApp, user_id: &str) -> Vec<String> {
     let events = json(
         app.get(&format!("/admin/audit?userId={user_id}&limit=200"))
@@ -289,17 +301,11 @@ async fn a_trusted_backend_creates_sessions_and_gets_the_code() {
         .await;
     assert_eq!(resent.status(), 200);
     assert_eq!(json(app.get(&path).await).await["sequence"], 2);
-    let codes: i64 = {
-        use diesel::prelude::*;
-        use latchkey::db::schema::otp_challenges as c;
-        let mut conn = app.core.db.connection().unwrap();
-        c::table
-            .filter(c::session_id.eq(&session_id))
-            .count()
-            .get_result(&mut conn)
-            .unwrap()
-    };
-    assert_eq!(codes, 1, "the new code replaced the first");
+    assert_eq!(
+        codes_of_session(&app, &session_id),
+        1,
+        "the new code replaced the first"
+    );
 
     // The backend vouches for the user: verified without a code check.
     assert_eq!(
@@ -689,17 +695,7 @@ async fn fifty_concurrent_code_requests_leave_one_live_challenge() {
         49,
         "{statuses:?}"
     );
-    let challenges: i64 = {
-        use diesel::prelude::*;
-        use latchkey::db::schema::otp_challenges as c;
-        let mut conn = app.core.db.connection().unwrap();
-        c::table
-            .filter(c::session_id.eq(&login.session_id))
-            .count()
-            .get_result(&mut conn)
-            .unwrap()
-    };
-    assert_eq!(challenges, 1);
+    assert_eq!(codes_of_session(&app, &login.session_id), 1);
     let code = app.smtp.wait_for(1).await[0].code();
     assert_eq!(
         verify(&app, &login.token, json!({"otp": code}))

@@ -285,17 +285,7 @@ async fn confirmation_checking_skew_and_no_replay() {
         200
     );
 
-    let session = json(
-        app.with_token(
-            Method::GET,
-            &format!("/sessions/{}", second.session_id),
-            &second.token,
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let session = json(app.read_own_session(&second).await).await;
     assert!(session["factors"]["totp"]["verifiedAt"].is_string());
     let put = app
         .with_token(
